@@ -1,0 +1,275 @@
+"""The ``pzone`` command line: database migrations, the ingest worker, simulators and the one-machine stack."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from pzone_ingest.settings import Settings as IngestSettings
+
+app = typer.Typer(
+    help="P-ZONE: tilt telemetry, photos, training and serving in one circle.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+simulate_app = typer.Typer(
+    help="Simulated devices and clients on the real wire formats.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(simulate_app, name="simulate")
+console = Console()
+
+
+@app.callback()
+def _setup(
+    log_level: Annotated[
+        str, typer.Option(help="Logging level: DEBUG, INFO, WARNING.", envvar="PZONE_LOG_LEVEL")
+    ] = ("INFO"),
+) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def _ingest_settings(**overrides: Any) -> IngestSettings:
+    try:
+        from pzone_ingest.settings import Settings
+    except ImportError as exc:  # the core CLI is installed without the ingest package
+        raise _fail(
+            "this command needs the pzone-ingest package (uv sync installs the whole workspace)"
+        ) from exc
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise _fail(f"invalid settings:\n{exc}") from exc
+
+
+# --- db --------------------------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply the schema migrations to PZONE_DATABASE_URL (SQLite in PZONE_DATA_DIR by default)."""
+    from pzone.db.engine import safe_url
+    from pzone.migrations import current, upgrade
+    from pzone.settings import CoreSettings
+
+    url = CoreSettings().sqlalchemy_url
+    upgrade(url, revision)
+    console.print(f"database {safe_url(url)} at revision [bold]{current(url)}[/bold]")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision the database is at."""
+    from pzone.migrations import current
+    from pzone.settings import CoreSettings
+
+    console.print(current(CoreSettings().sqlalchemy_url) or "empty (no migrations applied)")
+
+
+# --- ingest ----------------------------------------------------------------------------------------------------------
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        logging.getLogger("pzone").info("%s: draining and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.command()
+def ingest(
+    client_id: Annotated[str | None, typer.Option(help="Stable MQTT client id (the session key).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus metrics port; 0 disables.")] = None,
+) -> None:
+    """Run the MQTT ingest worker: the same processing as the Lambda, batched, acknowledged after commit."""
+    settings = _ingest_settings(ingest_client_id=client_id, ingest_metrics_port=metrics_port)
+    from pzone_ingest.worker import IngestWorker
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    stats = IngestWorker(settings).run(stop)
+    console.print(f"ingest stopped after {stats.batches} batches: {stats.totals.as_dict()}")
+
+
+# --- simulate --------------------------------------------------------------------------------------------------------
+@simulate_app.command("devices")
+def simulate_devices(
+    count: Annotated[int, typer.Option(min=1, max=2000, help="Number of virtual devices.")] = 10,
+    rate: Annotated[float, typer.Option(min=0.01, max=100.0, help="Readings per second per device.")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds to run.")] = 30.0,
+    zone: Annotated[str, typer.Option(help="Zone id of the devices.")] = "zone-1",
+    faulty_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of extra faulty payloads.")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the tilt behaviour.")] = 0,
+    mqtt_url: Annotated[str | None, typer.Option(help="Broker URL; default PZONE_MQTT_URL.")] = None,
+) -> None:
+    """A fleet of virtual tilt sensors running the firmware logic, publishing on the real wire format."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pzone.telemetry import check_id
+
+    check_id("zone_id", zone)
+    url = mqtt_url or _ingest_settings().mqtt_url.get_secret_value()
+    fleet = _fleet_module()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    with Progress(
+        TextColumn("[bold]fleet[/bold]"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    ) as progress:
+        task = progress.add_task("fleet", total=duration, info="")
+        started = time.monotonic()
+
+        def on_progress(stats: Any) -> None:
+            progress.update(
+                task,
+                completed=min(duration, time.monotonic() - started),
+                info=f"{stats.published} readings acked",
+            )
+
+        stats = fleet.run_fleet(
+            url,
+            count,
+            rate,
+            duration,
+            zone,
+            seed=seed,
+            faulty_ratio=faulty_ratio,
+            stop_event=stop,
+            on_progress=on_progress,
+        )
+        progress.update(task, completed=duration)
+    console.print(
+        f"{count} devices in {zone}: {stats.published} readings acknowledged, {stats.faulty} faulty payloads, "
+        f"{stats.dropped} dropped from full buffers, {stats.reconnects} reconnects"
+    )
+
+
+def _fleet_module() -> Any:
+    try:
+        from pzone_firmware import fleet
+    except ImportError as exc:
+        raise _fail(
+            "this command needs the pzone-firmware package (uv sync installs the whole workspace)"
+        ) from exc
+    return fleet
+
+
+# --- up --------------------------------------------------------------------------------------------------------------
+@app.command()
+def up(
+    devices: Annotated[int, typer.Option(min=1, max=500, help="Simulated devices per zone.")] = 8,
+    zones: Annotated[int, typer.Option(min=1, max=20, help="Number of simulated zones.")] = 2,
+    rate: Annotated[float, typer.Option(min=0.05, max=20.0, help="Readings per second per device.")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="Seconds to run; 0 runs until Ctrl-C.")] = 0.0,
+    faulty_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of extra faulty payloads.")
+    ] = 0.02,
+) -> None:
+    """One machine, embedded defaults: broker + migrations + ingest + simulated fleet, printing what arrives."""
+    from pzone.db.engine import make_engine, safe_url
+    from pzone.migrations import upgrade
+    from pzone.status import StatusBoard
+
+    external_broker = "PZONE_MQTT_URL" in os.environ
+    overrides: dict[str, Any] = {}
+    if not external_broker:
+        overrides = {"mqtt_protocol": "3.1.1", "ingest_shared_group": ""}
+    settings = _ingest_settings(**overrides)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if not external_broker:
+        from pzone_ingest.settings import mqtt_endpoint
+
+        from pzone.broker import EmbeddedBroker
+
+        host, port, _tls, _user, _password = mqtt_endpoint(settings.mqtt_url.get_secret_value())
+        broker = EmbeddedBroker(host, port)
+        try:
+            broker.start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise _fail(str(exc)) from exc
+    url = settings.sqlalchemy_url
+    upgrade(url)
+    console.print(
+        f"database: {safe_url(url)}; broker: {'embedded ' if broker else ''}{_public_mqtt(settings)}"
+    )
+    if settings.ingest_metrics_port:
+        console.print(f"ingest metrics: http://127.0.0.1:{settings.ingest_metrics_port}/metrics")
+
+    from pzone_ingest.worker import IngestWorker
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    worker = IngestWorker(settings)
+    worker_thread = threading.Thread(target=worker.run, args=(stop,), name="ingest", daemon=True)
+    worker_thread.start()
+    fleet = _fleet_module()
+    fleet_threads = [
+        threading.Thread(
+            target=fleet.run_fleet,
+            args=(settings.mqtt_url.get_secret_value(), devices, rate, duration or 10**9, f"zone-{z + 1}"),
+            kwargs={
+                "seed": z,
+                "faulty_ratio": faulty_ratio,
+                "stop_event": stop,
+                "state_dir": settings.data_dir / "fleet",
+            },
+            name=f"fleet-zone-{z + 1}",
+            daemon=True,
+        )
+        for z in range(zones)
+    ]
+    for thread in fleet_threads:
+        thread.start()
+    board = StatusBoard(make_engine(url))
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        board.live(console, stop, deadline)
+    finally:
+        stop.set()
+        for thread in fleet_threads:
+            thread.join(timeout=30)
+        worker_thread.join(timeout=60)
+        if broker is not None:
+            broker.stop()
+    console.print(board.render())
+    console.print(f"ingest: {worker.stats.totals.as_dict()}")
+
+
+def _public_mqtt(settings: IngestSettings) -> str:
+    from pzone_ingest.settings import mqtt_endpoint
+
+    host, port, tls, _user, _password = mqtt_endpoint(settings.mqtt_url.get_secret_value())
+    return f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

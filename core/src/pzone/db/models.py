@@ -1,0 +1,149 @@
+"""Tables of the telemetry path. Alembic migrations in ``pzone.migrations`` create them; applications never do."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so that migrations are the same on PostgreSQL and SQLite.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, so BIGINT ids are INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Zone(Base):
+    """A monitored area (e.g. a parking zone); created on the first reading that names it."""
+
+    __tablename__ = "zones"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Device(Base):
+    """A tilt sensor on one monitored object, with its latest known state (the newest sequence number wins)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_measured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_tilt_deg: Mapped[float | None] = mapped_column(Float)
+    last_state: Mapped[str | None] = mapped_column(String(16))
+    battery: Mapped[float | None] = mapped_column(Float)
+    # From the retained status topic (online/offline, with the broker's last will).
+    status: Mapped[str | None] = mapped_column(String(16))
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SensorReading(Base):
+    """One accelerometer reading; (device_id, seq) is unique so that a replayed message is not a second row."""
+
+    __tablename__ = "sensor_readings"
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq", name="uq_sensor_readings_device_seq"),
+        Index("ix_sensor_readings_device_measured", "device_id", "measured_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    device_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The device's time when it is plausible (within the clock tolerances), else the receive time.
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ax: Mapped[float] = mapped_column(Float)
+    ay: Mapped[float] = mapped_column(Float)
+    az: Mapped[float] = mapped_column(Float)
+    battery: Mapped[float | None] = mapped_column(Float)
+    tilt_deg: Mapped[float] = mapped_column(Float)
+    pitch_deg: Mapped[float] = mapped_column(Float)
+    roll_deg: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+
+
+class Alarm(Base):
+    """Opened by a reading past the fallen threshold, closed by the next upright one; one open alarm per device."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        Index(
+            "uq_alarms_one_open_per_device",
+            "device_id",
+            unique=True,
+            postgresql_where=text("closed_at IS NULL"),
+            sqlite_where=text("closed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"))
+    kind: Mapped[str] = mapped_column(String(32), default="fallen")
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    opened_seq: Mapped[int] = mapped_column(BigInteger)
+    opened_tilt_deg: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeadLetter(Base):
+    """A message the ingest could not accept, kept with its raw bytes and the reason."""
+
+    __tablename__ = "ingest_dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16))  # "mqtt" (worker) or "lambda"
+    topic: Mapped[str | None] = mapped_column(Text)
+    zone_id: Mapped[str | None] = mapped_column(String(64))
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    payload_size: Mapped[int] = mapped_column(Integer)
+    # Bytes, not text: a payload may hold anything, NUL included. Truncated to RAW_PAYLOAD_KEEP_BYTES.
+    raw_payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+RAW_PAYLOAD_KEEP_BYTES = 65536
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, typed as such (for bulk statements that skip the ORM)."""
+    return cast(Table, model.__table__)

@@ -1,0 +1,49 @@
+"""Settings shared by every deployable, read from ``PZONE_*`` environment variables.
+
+Each deployable subclasses :class:`CoreSettings` once (one ``Settings`` per deployable); the defaults are the
+embedded ones (SQLite file and a local folder under ``PZONE_DATA_DIR``) so that nothing needs configuring to try it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PZONE_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path(".pzone"), description="Folder for the embedded SQLite file and local objects."
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db; default: SQLite in data_dir.",
+    )
+
+    # Tilt classes (degrees from vertical). The training issue keeps its own copy in params.yaml.
+    tilt_upright_max_deg: float = Field(20.0, gt=0, lt=90)
+    tilt_fallen_min_deg: float = Field(60.0, gt=0, le=180)
+
+    # Telemetry validation.
+    max_payload_bytes: int = Field(4096, gt=0, description="Larger MQTT payloads are dead-lettered unparsed.")
+    device_clock_future_tolerance_s: float = Field(
+        120.0, ge=0, description="A device timestamp further ahead of the receive time is not trusted."
+    )
+    device_clock_past_tolerance_s: float = Field(
+        7 * 24 * 3600.0, ge=0, description="A device timestamp older than this (buffer age) is not trusted."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> CoreSettings:
+        if self.tilt_upright_max_deg >= self.tilt_fallen_min_deg:
+            raise ValueError("PZONE_TILT_UPRIGHT_MAX_DEG must be below PZONE_TILT_FALLEN_MIN_DEG")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'pzone.db').resolve()}"

@@ -1,0 +1,40 @@
+"""AWS Lambda entry point: ``pzone_ingest.handler.handler`` behind the IoT rule
+
+    SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'
+
+One event is one message; a list of such events is processed as one batch. Invalid messages become dead letters
+and never fail the rest; only a database failure raises (so the rule's error action keeps the message).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cache
+from typing import Any
+
+from pzone.db.engine import make_engine
+from pzone.telemetry import Limits, limits_from
+from sqlalchemy import Engine
+
+from pzone_ingest.messages import from_iot_event
+from pzone_ingest.processing import process_batch
+from pzone_ingest.settings import Settings
+
+logger = logging.getLogger("pzone.ingest.lambda")
+
+
+@cache
+def _runtime() -> tuple[Engine, Limits]:
+    # Built on the first invocation and reused while the Lambda container stays warm; nothing happens at import.
+    settings = Settings()
+    return make_engine(settings.sqlalchemy_url, pool_size=1, max_overflow=0), limits_from(settings)
+
+
+def handler(event: Any, context: Any = None) -> dict[str, int]:
+    engine, limits = _runtime()
+    events = event if isinstance(event, list) else [event]
+    result = process_batch(engine, [from_iot_event(e) for e in events], limits, source="lambda")
+    summary = result.as_dict()
+    logger.info(json.dumps({"msg": "ingest batch", **summary}))
+    return summary

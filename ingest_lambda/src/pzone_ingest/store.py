@@ -1,0 +1,122 @@
+"""Bulk writes of readings: COPY into a staging table then one merge on PostgreSQL, batched INSERT elsewhere.
+
+Both return the (device_id, seq) keys that were really inserted, so that replays count as duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pzone.db.models import SensorReading, table_of
+from pzone.telemetry import Reading
+from sqlalchemy import Connection, insert
+
+READING_COLUMNS = (
+    "device_id",
+    "zone_id",
+    "seq",
+    "device_ts",
+    "received_at",
+    "measured_at",
+    "ax",
+    "ay",
+    "az",
+    "battery",
+    "tilt_deg",
+    "pitch_deg",
+    "roll_deg",
+    "state",
+)
+_PG_TYPES = (
+    "text",
+    "text",
+    "int8",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "text",
+)
+_STAGING = "pzone_staging_readings"
+_COLUMN_LIST = ", ".join(READING_COLUMNS)
+_STAGING_COLUMNS = ", ".join(
+    f"{name} {pg_type}" for name, pg_type in zip(READING_COLUMNS, _PG_TYPES, strict=True)
+)
+
+
+def _row(reading: Reading) -> tuple[Any, ...]:
+    return (
+        reading.device_id,
+        reading.zone_id,
+        reading.seq,
+        reading.device_ts,
+        reading.received_at,
+        reading.measured_at,
+        reading.ax,
+        reading.ay,
+        reading.az,
+        reading.battery,
+        reading.tilt_deg,
+        reading.pitch_deg,
+        reading.roll_deg,
+        reading.state.value,
+    )
+
+
+def insert_readings(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int]]:
+    if not readings:
+        return set()
+    if conn.dialect.name == "postgresql":
+        return _insert_readings_copy(conn, readings)
+    return _insert_readings_batched(conn, readings)
+
+
+def _insert_readings_copy(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int]]:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        # A session-local temp table, emptied by every commit. Created inside the transaction each time (a no-op
+        # once it exists) because a rolled-back first batch would take the table with it.
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(f"COPY {_STAGING} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_PG_TYPES))
+            for reading in readings:
+                copy.write_row(_row(reading))
+        # Sorted so that concurrent workers take index locks in the same order (no deadlocks).
+        cursor.execute(
+            f"INSERT INTO sensor_readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
+            "ORDER BY device_id, seq ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
+        )
+        inserted = {(device_id, seq) for device_id, seq in cursor.fetchall()}
+        cursor.execute(f"TRUNCATE {_STAGING}")
+    return inserted
+
+
+def _insert_readings_batched(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int]]:
+    table = table_of(SensorReading)
+    rows = [dict(zip(READING_COLUMNS, _row(reading), strict=True)) for reading in readings]
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=["device_id", "seq"])
+    result = conn.execute(stmt.returning(table.c.device_id, table.c.seq), rows)
+    return {(device_id, seq) for device_id, seq in result.all()}
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    """INSERT with ON CONFLICT support for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    return insert(table)
