@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -66,24 +67,41 @@ def publish_all(
     pace_s: float = 0.0,
     timeout: float = 60,
 ) -> int:
-    """Publish QoS 1 and return once the broker acknowledged every message (paho resends across reconnects)."""
+    """Publish QoS 1 and return once the broker acknowledged every message.
+
+    Messages published while the broker is away are queued by paho and sent again after it reconnects.
+    """
     client = _client(url, client_id)
+    acked: set[int] = set()
+    lock = threading.Lock()
+
+    def on_publish(
+        _client: mqtt.Client, _userdata: object, mid: int, _reason: object, _props: object
+    ) -> None:
+        with lock:
+            acked.add(mid)
+
+    client.on_publish = on_publish
     client.loop_start()
-    infos = []
+    mids = []
     try:
         for message in messages:
-            infos.append(client.publish(message.topic, message.payload, qos=1))
+            mids.append(client.publish(message.topic, message.payload, qos=1).mid)
             if pace_s:
                 time.sleep(pace_s)
         deadline = time.monotonic() + timeout
-        for info in infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            if not info.is_published():
-                raise TimeoutError(f"message {info.mid} not acknowledged by the broker in {timeout}s")
+        while time.monotonic() < deadline:
+            with lock:
+                missing = len(set(mids) - acked)
+            if not missing:
+                break
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"{missing} messages not acknowledged by the broker in {timeout}s")
     finally:
         client.disconnect()
         client.loop_stop()
-    return len(infos)
+    return len(mids)
 
 
 def chunks(items: list[Outgoing], size: int) -> Iterator[list[Outgoing]]:

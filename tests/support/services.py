@@ -68,7 +68,10 @@ class MosquittoBroker:
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(MOSQUITTO_CONF.format(port=self.port, dir=self.workdir))
+        text = MOSQUITTO_CONF.format(port=self.port, dir=self.workdir)
+        if os.geteuid() == 0:
+            text += "# Stay root: the private folder is not reachable by the 'mosquitto' user it would switch to.\nuser root\n"
+        conf.write_text(text)
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

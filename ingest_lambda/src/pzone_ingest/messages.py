@@ -35,7 +35,9 @@ def loads_strict(text: str) -> Any:
     return json.loads(text, parse_constant=_reject_constant)
 
 
-def from_mqtt(topic: str, payload: bytes | bytearray, received_at_ms: int, max_payload_bytes: int) -> Incoming:
+def from_mqtt(
+    topic: str, payload: bytes | bytearray, received_at_ms: int, max_payload_bytes: int
+) -> Incoming:
     raw = bytes(payload[:RAW_PAYLOAD_KEEP_BYTES])
     if len(payload) > max_payload_bytes:
         return Incoming(

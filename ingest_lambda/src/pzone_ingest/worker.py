@@ -124,7 +124,8 @@ class IngestWorker:
             client.username_pw_set(username, password)
         if tls:
             client.tls_set()
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        # Reconnect fast: after a broker restart, the sooner the subscription is back the smaller the window.
+        client.reconnect_delay_set(min_delay=0.25, max_delay=5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -168,6 +169,11 @@ class IngestWorker:
                 self._connection,
             )
         )
+
+    @property
+    def connections(self) -> int:
+        """How many times the worker has connected (1 after the first connect)."""
+        return self._connection
 
     def _ack(self, batch: list[_Pending]) -> None:
         with self._ack_lock:

@@ -1,0 +1,202 @@
+"""The MQTT ingest worker against a real Mosquitto and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+
+import pytest
+from pzone.db.models import DeadLetter
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from tests.support.ingest import (
+    audit,
+    expected_from,
+    running_worker,
+    wait_connected,
+    wait_rows,
+    worker_process,
+    worker_settings,
+)
+from tests.support.mqtt import Outgoing, fleet_messages, publish_all, reading_payload
+from tests.support.services import MosquittoBroker, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_stream_through_broker_to_rows_every_sequence_once(broker: MosquittoBroker, pg_url: str) -> None:
+    messages = fleet_messages("zone-1", devices=20, per_device=100)
+    with running_worker(worker_settings(pg_url, broker.url)) as worker:
+        publish_all(broker.url, messages)
+        assert wait_rows(pg_url, len(messages)) == len(messages)
+    result = audit(pg_url, expected_from(messages))
+    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0)
+    assert worker.stats.totals.inserted == len(messages)
+    assert worker.stats.batches < len(messages) / 10  # it really batches
+
+
+def test_works_on_sqlite_and_mqtt_311_without_shared_subscription(
+    broker: MosquittoBroker, sqlite_url: str
+) -> None:
+    messages = fleet_messages("zone-1", devices=3, per_device=50)
+    settings = worker_settings(sqlite_url, broker.url, mqtt_protocol="3.1.1", ingest_shared_group="")
+    with running_worker(settings):
+        publish_all(broker.url, messages)
+        assert wait_rows(sqlite_url, len(messages)) == len(messages)
+    assert audit(sqlite_url, expected_from(messages)).lost == 0
+
+
+def test_replayed_messages_make_no_duplicate_rows(broker: MosquittoBroker, pg_url: str) -> None:
+    messages = fleet_messages("zone-1", devices=5, per_device=40)
+    with running_worker(worker_settings(pg_url, broker.url)) as worker:
+        publish_all(broker.url, messages)
+        assert wait_rows(pg_url, len(messages)) == len(messages)
+        publish_all(broker.url, messages, client_id="replayer")  # the same messages again
+        deadline = time.monotonic() + 30
+        while worker.stats.totals.duplicates < len(messages) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert worker.stats.totals.duplicates == len(messages)
+    result = audit(pg_url, expected_from(messages))
+    assert (result.rows, result.duplicated) == (len(messages), 0)
+
+
+BAD_PAYLOADS: list[tuple[str, str, bytes]] = [
+    ("not json", "pzone/zone-1/dev-000/tilt", b"tilt=3"),
+    ("not utf-8", "pzone/zone-1/dev-000/tilt", b"\xff\xfe\x00\x01"),
+    ("empty", "pzone/zone-1/dev-000/tilt", b""),
+    ("json array", "pzone/zone-1/dev-000/tilt", b"[1, 2, 3]"),
+    ("json null", "pzone/zone-1/dev-000/tilt", b"null"),
+    ("NaN token", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":900,"ax":NaN,"ay":0,"az":1}'),
+    ("Infinity token", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":901,"ax":0,"ay":Infinity,"az":1}'),
+    ("missing seq", "pzone/zone-1/dev-000/tilt", b'{"v":1,"ax":0,"ay":0,"az":1}'),
+    ("missing axis", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":902,"ax":0,"ay":0}'),
+    ("string axis", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":903,"ax":"0","ay":0,"az":1}'),
+    ("bool seq", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":true,"ax":0,"ay":0,"az":1}'),
+    ("negative seq", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":-4,"ax":0,"ay":0,"az":1}'),
+    ("unknown version", "pzone/zone-1/dev-000/tilt", b'{"v":7,"seq":904,"ax":0,"ay":0,"az":1}'),
+    ("missing version", "pzone/zone-1/dev-000/tilt", b'{"seq":905,"ax":0,"ay":0,"az":1}'),
+    ("zero vector", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":906,"ax":0,"ay":0,"az":0}'),
+    ("beyond sensor range", "pzone/zone-1/dev-000/tilt", b'{"v":1,"seq":907,"ax":0,"ay":0,"az":99}'),
+    (
+        "battery out of range",
+        "pzone/zone-1/dev-000/tilt",
+        b'{"v":1,"seq":908,"ax":0,"ay":0,"az":1,"battery":-3}',
+    ),
+    (
+        "timestamp in ms",
+        "pzone/zone-1/dev-000/tilt",
+        b'{"v":1,"seq":909,"ts":1764070000000,"ax":0,"ay":0,"az":1}',
+    ),
+    (
+        "device id mismatch",
+        "pzone/zone-1/dev-000/tilt",
+        b'{"v":1,"device_id":"dev-999","seq":910,"ax":0,"ay":0,"az":1}',
+    ),
+    ("huge payload", "pzone/zone-1/dev-000/tilt", b'{"v":1,"pad":"' + b"x" * 200_000 + b'"}'),
+    ("wrong topic shape", "pzone/zone-1/tilt", reading_payload("dev-000", 911)),
+    ("too deep topic", "pzone/zone-1/dev-000/extra/tilt", reading_payload("dev-000", 912)),
+    ("bad device id in topic", "pzone/zone-1/dev$000/tilt", reading_payload("dev$000", 913)),
+    ("unknown kind", "pzone/zone-1/dev-000/temperature", reading_payload("dev-000", 914)),
+    ("bad status", "pzone/zone-1/dev-000/status", b'{"v":1,"status":"sleeping"}'),
+]
+
+
+def test_bad_payloads_become_dead_letters_and_good_ones_around_them_are_stored(
+    broker: MosquittoBroker, pg_url: str
+) -> None:
+    good = fleet_messages("zone-1", devices=1, per_device=len(BAD_PAYLOADS) + 1)
+    interleaved: list[Outgoing] = []
+    for i, (_name, topic, payload) in enumerate(BAD_PAYLOADS):
+        interleaved += [good[i], Outgoing(topic, payload)]
+    interleaved.append(good[-1])
+    with running_worker(worker_settings(pg_url, broker.url)) as worker:
+        publish_all(broker.url, interleaved)
+        deadline = time.monotonic() + 30
+        while worker.stats.totals.received < len(interleaved) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert audit(pg_url, expected_from(good)).lost == 0
+    engine = create_engine(pg_url)
+    with Session(engine) as session:
+        letters = session.scalars(select(DeadLetter).order_by(DeadLetter.id)).all()
+    engine.dispose()
+    assert len(letters) == len(BAD_PAYLOADS)
+    by_topic_and_size = {(letter.topic, letter.payload_size) for letter in letters}
+    for name, topic, payload in BAD_PAYLOADS:
+        assert (topic, min(len(payload), 65536)) in by_topic_and_size, name
+    reasons = " | ".join(letter.reason for letter in letters)
+    for fragment in (
+        "not valid JSON",
+        "not UTF-8",
+        "must be a JSON object",
+        "exceeds",
+        "does not match",
+        "version",
+    ):
+        assert fragment in reasons
+    assert len({letter.reason for letter in letters}) >= 15
+
+
+def test_metrics_endpoint(broker: MosquittoBroker, pg_url: str) -> None:
+    port = free_port()
+    messages = fleet_messages("zone-1", devices=2, per_device=10)
+    with running_worker(worker_settings(pg_url, broker.url, ingest_metrics_port=port)):
+        publish_all(broker.url, [*messages, Outgoing("pzone/zone-1/dev-000/tilt", b"junk")])
+        wait_rows(pg_url, len(messages))
+        time.sleep(0.3)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    metrics = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert metrics["pzone_ingest_received_total"] == len(messages) + 1
+    assert metrics["pzone_ingest_inserted_total"] == len(messages)
+    assert metrics["pzone_ingest_dead_letters_total"] == 1
+    assert metrics["pzone_ingest_duplicates_total"] == 0
+    assert metrics["pzone_ingest_batch_seconds_count"] >= 1
+
+
+@pytest.mark.slow
+def test_sigterm_drains_and_a_restart_loses_nothing(broker: MosquittoBroker, pg_url: str) -> None:
+    messages = fleet_messages("zone-1", devices=10, per_device=300)
+    process = worker_process(pg_url, broker.url, "drain-worker")
+    wait_connected(process)
+    publish_all(broker.url, messages[: len(messages) // 2])
+    wait_rows(pg_url, 200)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "draining" in output and "ingest stopped" in output
+    publish_all(
+        broker.url, messages[len(messages) // 2 :]
+    )  # arrives while no worker runs: the session keeps it
+    restarted = worker_process(pg_url, broker.url, "drain-worker")
+    try:
+        wait_connected(restarted)
+        assert wait_rows(pg_url, len(messages)) == len(messages)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.communicate(timeout=30)
+    result = audit(pg_url, expected_from(messages))
+    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0)
+
+
+def test_status_topic_marks_devices_online(broker: MosquittoBroker, pg_url: str) -> None:
+    messages = [
+        Outgoing("pzone/zone-1/dev-000/tilt", reading_payload("dev-000", 1)),
+        Outgoing("pzone/zone-1/dev-000/status", json.dumps({"v": 1, "status": "online"}).encode()),
+    ]
+    with running_worker(worker_settings(pg_url, broker.url)) as worker:
+        publish_all(broker.url, messages)
+        deadline = time.monotonic() + 20
+        while worker.stats.totals.statuses < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT status FROM devices WHERE id = 'dev-000'")).scalar_one() == "online"
+    engine.dispose()
