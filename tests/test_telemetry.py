@@ -59,8 +59,14 @@ def test_angles_from_raw_acceleration(
 
 @pytest.mark.parametrize(
     ("tilt", "state"),
-    [(0, TiltState.UPRIGHT), (19.9, TiltState.UPRIGHT), (20, TiltState.TILTED), (59.9, TiltState.TILTED)]
-    + [(60, TiltState.FALLEN), (120, TiltState.FALLEN)],
+    [
+        (0, TiltState.UPRIGHT),
+        (19.9, TiltState.UPRIGHT),
+        (20, TiltState.TILTED),
+        (59.9, TiltState.TILTED),
+        (60, TiltState.FALLEN),
+        (120, TiltState.FALLEN),
+    ],
 )
 def test_tilt_classes(tilt: float, state: TiltState) -> None:
     assert classify_tilt(tilt, 20, 60) is state
