@@ -125,7 +125,7 @@ class IngestWorker:
         if tls:
             client.tls_set()
         # Reconnect fast: after a broker restart, the sooner the subscription is back the smaller the window.
-        client.reconnect_delay_set(min_delay=0.25, max_delay=5)
+        client.reconnect_delay_set(min_delay=0.25, max_delay=5)  # type: ignore[arg-type]  # paho sleeps a float fine
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
