@@ -163,8 +163,8 @@ def simulate_devices(
         )
         progress.update(task, completed=duration)
     console.print(
-        f"{count} devices in {zone}: {stats.published} readings acknowledged, {stats.faulty} faulty payloads, "
-        f"{stats.dropped} dropped from full buffers, {stats.reconnects} reconnects"
+        f"{count} devices in {zone}: {stats.published} readings acknowledged, {stats.faulty_injected} faulty payloads, "
+        f"{stats.buffer_drops} dropped from full buffers, {stats.reconnects} reconnects, {stats.undelivered} undelivered"
     )
 
 
@@ -188,6 +188,7 @@ def up(
     faulty_ratio: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of extra faulty payloads.")
     ] = 0.02,
+    broker_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the embedded broker.")] = 11883,
 ) -> None:
     """One machine, embedded defaults: broker + migrations + ingest + simulated fleet, printing what arrives."""
     from pzone.db.engine import make_engine, safe_url
@@ -197,7 +198,11 @@ def up(
     external_broker = "PZONE_MQTT_URL" in os.environ
     overrides: dict[str, Any] = {}
     if not external_broker:
-        overrides = {"mqtt_protocol": "3.1.1", "ingest_shared_group": ""}
+        overrides = {
+            "mqtt_url": f"mqtt://127.0.0.1:{broker_port}",
+            "mqtt_protocol": "3.1.1",
+            "ingest_shared_group": "",
+        }
     settings = _ingest_settings(**overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = None

@@ -156,7 +156,8 @@ class IngestWorker:
     ) -> None:
         self._connected.clear()
         self.metrics.connected.set(0)
-        logger.warning("disconnected from the broker: %s", reason)
+        log = logger.warning if getattr(reason, "is_failure", True) else logger.info
+        log("disconnected from the broker: %s", reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._queue.put(
