@@ -127,15 +127,41 @@ def _proc_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def _postgres_cpu_seconds() -> float:
-    """CPU of every postgres process on this machine (the shared server): backends, WAL writer, checkpointer."""
-    total = 0.0
+def _postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each postgres process on this machine (the shared server): backends, WAL writer, ..."""
+    found: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 if (entry / "comm").read_text().strip() == "postgres":
-                    total += _proc_cpu_seconds(int(entry.name))
-    return total
+                    found[int(entry.name)] = _proc_cpu_seconds(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU used between start() and the first stop() by this process, the broker and PostgreSQL.
+
+    stop() is called as soon as the consumer has committed N rows, before it disconnects: a backend that exits
+    takes its CPU figure with it. PostgreSQL is counted per process, so backends that come or go do not skew it.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.result: dict[str, float] | None = None
+
+    def start(self) -> None:
+        self._start = (time.process_time(), self.broker.cpu_seconds(), _postgres_cpu())
+
+    def stop(self) -> None:
+        if self.result is not None:
+            return
+        process, broker, postgres = self._start
+        now = _postgres_cpu()
+        self.result = {
+            "consumer_process_cpu_s": round(time.process_time() - process, 2),
+            "broker_cpu_s": round(self.broker.cpu_seconds() - broker, 2),
+            "postgres_cpu_s": round(sum(cpu - postgres.get(pid, 0.0) for pid, cpu in now.items()), 2),
+        }
 
 
 @contextlib.contextmanager
@@ -391,7 +417,9 @@ def _profiled(target: Callable[..., Any], path: Path, clock: str) -> Callable[..
     return run
 
 
-def consume_worker(plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker) -> dict[str, Any]:
+def consume_worker(
+    plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker, meter: CpuMeter
+) -> dict[str, Any]:
     from pzone_ingest.worker import IngestWorker
 
     settings = _worker_settings(plan, db_url, broker.url, "bench-worker")
@@ -424,6 +452,7 @@ def consume_worker(plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker)
     thread = threading.Thread(target=target, name="ingest-worker")
     thread.start()
     reached, end = wait_for_rows(pg_url, n, finish, started + plan.timeout)
+    meter.stop()
     stop.set()
     thread.join(60)
     if failure:
@@ -447,7 +476,9 @@ def consume_worker(plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker)
     }
 
 
-def consume_seed(plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker) -> dict[str, Any]:
+def consume_seed(
+    plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker, meter: CpuMeter
+) -> dict[str, Any]:
     """One handler call per message, as one Lambda invocation per message (warm container: the engine is reused)."""
     os.environ["PZONE_DATABASE_URL"] = db_url
     from pzone_ingest import handler as lambda_handler
@@ -486,6 +517,7 @@ def consume_seed(plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker) -
     client.loop_start()
     try:
         reached, end = wait_for_rows(pg_url, n, finish, started + plan.timeout)
+        meter.stop()
     finally:
         client.disconnect()
         client.loop_stop()
@@ -498,7 +530,7 @@ def consume_seed(plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker) -
     return {"reached": reached, "seconds": end - started, "extra": {"handler_errors": len(errors)}}
 
 
-def consume_raw(plan: Plan, n: int, broker: Broker) -> dict[str, Any]:
+def consume_raw(plan: Plan, n: int, broker: Broker, meter: CpuMeter) -> dict[str, Any]:
     finish = Finish()
     keys: list[tuple[str, int]] = []
 
@@ -516,6 +548,7 @@ def consume_raw(plan: Plan, n: int, broker: Broker) -> dict[str, Any]:
     )
     client.loop_start()
     reached = finish.event.wait(plan.timeout)
+    meter.stop()
     end = finish.at if finish.at is not None else time.perf_counter()
     client.disconnect()
     client.loop_stop()
@@ -557,18 +590,17 @@ def run_mode(mode: str, n_requested: int, plan: Plan) -> ModeResult:
                 f"{mode}: broker acknowledged {publish['published']} messages in {publish['seconds']:.2f}s "
                 f"({publish['published'] / publish['seconds']:.0f}/s); starting the consumer"
             )
-            cpu0 = (time.process_time(), broker.cpu_seconds(), _postgres_cpu_seconds())
+            meter = CpuMeter(broker)
+            meter.start()
             if mode == "worker":
-                outcome = consume_worker(plan, n, db_url, pg_url, broker)
+                outcome = consume_worker(plan, n, db_url, pg_url, broker, meter)
             elif mode == "seed":
-                outcome = consume_seed(plan, n, db_url, pg_url, broker)
+                outcome = consume_seed(plan, n, db_url, pg_url, broker, meter)
             else:
-                outcome = consume_raw(plan, n, broker)
-            cpu = {
-                "consumer_process_cpu_s": round(time.process_time() - cpu0[0], 2),
-                "broker_cpu_s": round(broker.cpu_seconds() - cpu0[1], 2),
-                "postgres_cpu_s": round(_postgres_cpu_seconds() - cpu0[2], 2),
-            }
+                outcome = consume_raw(plan, n, broker, meter)
+            meter.stop()
+            assert meter.result is not None
+            cpu = meter.result
             if mode == "raw":
                 check = outcome["check"]
                 committed = check["distinct"]

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pzone.migrations import upgrade
 
+from pzone.migrations import upgrade
 from tests.support.services import MosquittoBroker, create_database, drop_database
 
 

@@ -9,14 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
 from pzone.db.engine import make_engine
 from pzone.db.models import Alarm, DeadLetter, Device, SensorReading
 from pzone.migrations import current, downgrade, upgrade
 from pzone.telemetry import Limits
 from pzone_ingest.messages import from_iot_event, from_mqtt
 from pzone_ingest.processing import process_batch
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
 
 pytestmark = pytest.mark.integration
 LIMITS = Limits()
@@ -184,8 +185,9 @@ def test_lambda_handler_single_event_and_list(lambda_env: str) -> None:
 
 def test_lambda_handler_raises_when_the_database_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """A database failure must fail the invocation, so that the IoT rule's error action keeps the message."""
-    from pzone_ingest import handler as handler_module
     from sqlalchemy.exc import OperationalError
+
+    from pzone_ingest import handler as handler_module
 
     monkeypatch.setenv(
         "PZONE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=1"

@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pzone.migrations import upgrade
 
+from pzone.migrations import upgrade
 from tests.support.ingest import (
     audit,
     expected_from,

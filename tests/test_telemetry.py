@@ -6,6 +6,7 @@ import math
 import time
 
 import pytest
+
 from pzone.telemetry import (
     InvalidReading,
     Limits,
@@ -136,6 +137,7 @@ def test_wrong_topic_shapes(topic: str) -> None:
 
 def test_threshold_settings_must_be_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
+
     from pzone.settings import CoreSettings
 
     monkeypatch.setenv("PZONE_TILT_UPRIGHT_MAX_DEG", "70")

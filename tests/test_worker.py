@@ -8,10 +8,10 @@ import time
 import urllib.request
 
 import pytest
-from pzone.db.models import DeadLetter
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from pzone.db.models import DeadLetter
 from tests.support.ingest import (
     audit,
     expected_from,

@@ -28,7 +28,8 @@ def main():
     gc.collect()
     node = app.TiltNode(config, hal, log=print)
     print("pzone: %s in %s, every %s s" % (config.device_id, config.zone_id, config.interval_s))
-    node.run()
+    # collect every cycle: the ESP8266 heap is small and fragments if garbage piles up between readings
+    node.run(after_step=lambda _node: gc.collect())
 
 
 if safe_mode():

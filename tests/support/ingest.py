@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
 from pzone_ingest.settings import Settings
 from pzone_ingest.worker import IngestWorker
-from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -207,9 +207,8 @@ def up(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     if not external_broker:
-        from pzone_ingest.settings import mqtt_endpoint
-
         from pzone.broker import EmbeddedBroker
+        from pzone_ingest.settings import mqtt_endpoint
 
         host, port, _tls, _user, _password = mqtt_endpoint(settings.mqtt_url.get_secret_value())
         broker = EmbeddedBroker(host, port)

@@ -67,7 +67,8 @@ class ConfigError(ValueError):
     """The configuration is missing a field or has a wrong value; the message names the field."""
 
 
-def _check_id(source: str, name: str, value) -> str:
+def check_id(source: str, name: str, value) -> str:
+    """The contract's id rule (pzone.telemetry.ID_PATTERN) without ``re``: MicroPython's lacks {m,n}."""
     ok = isinstance(value, str) and 1 <= len(value) <= 64 and value[0] not in "_.-"
     if ok:
         for ch in value:
@@ -128,8 +129,8 @@ class Config:
     def __init__(self, data, source: str = CONFIG_FILE):
         if not isinstance(data, dict):
             raise ConfigError("%s: must be a JSON object" % source)
-        self.device_id = _check_id(source, "device_id", _field(data, "device_id", "str", source))
-        self.zone_id = _check_id(source, "zone_id", _field(data, "zone_id", "str", source))
+        self.device_id = check_id(source, "device_id", _field(data, "device_id", "str", source))
+        self.zone_id = check_id(source, "zone_id", _field(data, "zone_id", "str", source))
         self.wifi_ssid = _field(data, "wifi.ssid", "str", source)
         self.wifi_password = _field(data, "wifi.password", "secret", source)
         self.mqtt_host = _field(data, "mqtt.host", "str", source)
@@ -253,7 +254,7 @@ class SequenceLease:
                 value = int(parts[0])
                 if value >= 0:
                     return value
-        except (ValueError, UnicodeError):
+        except ValueError:  # UnicodeError is a ValueError on both CPython and MicroPython
             pass
         return None  # torn or garbage: ignore this slot
 
@@ -575,7 +576,8 @@ class TiltNode:
             now = clock.ticks_ms()
             wait = clock.ticks_diff(next_sample, now)
             if wait > 0:
-                if self.client is None and self._next_connect is not None and len(self.buffer) > 0:
+                if self.client is None and len(self.buffer) > 0:
+                    # offline with readings waiting: reconnect when the backoff allows, not at the next sample
                     to_connect = self.ms_until_connect()
                     if to_connect < wait:
                         if to_connect > 0:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pzone_firmware.app import Config, TiltNode
+from pzone_firmware.app import Config, ConfigError, TiltNode, check_id
 from pzone_firmware.hal_cpython import SimulatedBattery, SimulatedSensor, SystemClock, cpython_hal
 from pzone_firmware.tiltmodel import TiltModel
 
@@ -367,6 +367,11 @@ def run_fleet(
         raise ValueError("duration_s must be >= 0")
     if not 0.0 <= faulty_ratio <= 1.0:
         raise ValueError("faulty_ratio must be within 0..1")
+    try:
+        check_id("run_fleet", "zone_id", zone_id)
+        check_id("run_fleet", "device_id", f"{device_prefix}-{zone_id}-{count - 1:04d}")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
     broker = parse_mqtt_url(mqtt_url)
     stop = stop_event if stop_event is not None else threading.Event()
     with tempfile.TemporaryDirectory(prefix="pzone-fleet-") as tmp:

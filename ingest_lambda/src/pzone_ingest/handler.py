@@ -13,10 +13,10 @@ import logging
 from functools import cache
 from typing import Any
 
-from pzone.db.engine import make_engine
-from pzone.telemetry import Limits, limits_from
 from sqlalchemy import Engine
 
+from pzone.db.engine import make_engine
+from pzone.telemetry import Limits, limits_from
 from pzone_ingest.messages import from_iot_event
 from pzone_ingest.processing import process_batch
 from pzone_ingest.settings import Settings

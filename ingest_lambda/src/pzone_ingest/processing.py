@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pzone.db.models import Alarm, DeadLetter, Device, Zone, table_of
-from pzone.telemetry import InvalidReading, Limits, Reading, TiltState, check_id, parse_reading
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from pzone.db.models import Alarm, DeadLetter, Device, Zone, table_of
+from pzone.telemetry import InvalidReading, Limits, Reading, TiltState, check_id, parse_reading
 from pzone_ingest.messages import Incoming
 from pzone_ingest.store import dialect_insert, insert_readings
 

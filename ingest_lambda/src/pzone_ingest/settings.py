@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
+
 from pzone.settings import CoreSettings
 
 EMBEDDED_MQTT_PORT = 11883  # not 1883: a real broker may already hold the standard port

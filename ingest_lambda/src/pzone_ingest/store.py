@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Connection, insert
+
 from pzone.db.models import SensorReading, table_of
 from pzone.telemetry import Reading
-from sqlalchemy import Connection, insert
 
 READING_COLUMNS = (
     "device_id",

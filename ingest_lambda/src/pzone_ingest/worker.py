@@ -24,11 +24,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from pzone.db.engine import make_engine, safe_url
-from pzone.telemetry import TOPIC_ROOT, limits_from
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
+from pzone.db.engine import make_engine, safe_url
+from pzone.telemetry import TOPIC_ROOT, limits_from
 from pzone_ingest.messages import Incoming, from_mqtt
 from pzone_ingest.processing import BatchResult, process_batch
 from pzone_ingest.settings import Settings, mqtt_endpoint
