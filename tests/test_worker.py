@@ -200,3 +200,41 @@ def test_status_topic_marks_devices_online(broker: MosquittoBroker, pg_url: str)
 
         assert conn.execute(text("SELECT status FROM devices WHERE id = 'dev-000'")).scalar_one() == "online"
     engine.dispose()
+
+
+def test_a_message_the_database_rejects_is_dead_lettered_and_the_batch_kept(
+    broker: MosquittoBroker, pg_url: str
+) -> None:
+    """A row that passes validation but that the database refuses (here: a trigger) must not block the stream."""
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.seq = 666 THEN RAISE EXCEPTION 'seq 666 refused'; END IF; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON sensor_readings FOR EACH ROW EXECUTE FUNCTION refuse_666()"
+            )
+        )
+    engine.dispose()
+    good = [Outgoing("pzone/zone-1/dev-000/tilt", reading_payload("dev-000", seq)) for seq in range(660, 672)]
+    with running_worker(worker_settings(pg_url, broker.url, ingest_batch_max_wait_ms=300)) as worker:
+        publish_all(broker.url, good)
+        deadline = time.monotonic() + 30
+        while worker.stats.totals.received < len(good) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    expected = expected_from(good)
+    expected["dev-000"].discard(666)
+    result = audit(pg_url, expected)
+    assert (result.lost, result.rows) == (0, len(good) - 1)
+    engine = create_engine(pg_url)
+    with Session(engine) as session:
+        letter = session.scalars(select(DeadLetter)).one()
+    engine.dispose()
+    assert "database rejected" in letter.reason and "seq 666 refused" in letter.reason
+    assert json.loads(letter.raw_payload)["seq"] == 666

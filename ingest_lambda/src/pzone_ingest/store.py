@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, insert
+from sqlalchemy.exc import DBAPIError
 
 from pzone.db.models import SensorReading, table_of
 from pzone.telemetry import Reading
@@ -75,7 +76,20 @@ def insert_readings(conn: Connection, readings: Sequence[Reading]) -> set[tuple[
     if not readings:
         return set()
     if conn.dialect.name == "postgresql":
-        return _insert_readings_copy(conn, readings)
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            return _insert_readings_copy(conn, readings)
+        except dbapi_error as exc:
+            # Raw-driver errors wrapped like SQLAlchemy's own, so callers tell an outage from a refused row.
+            raise DBAPIError.instance(
+                "COPY/INSERT sensor_readings",
+                None,
+                exc,
+                dbapi_error,
+                connection_invalidated=conn.dialect.is_disconnect(
+                    exc, conn.connection.dbapi_connection, None
+                ),
+            ) from exc
     return _insert_readings_batched(conn, readings)
 
 

@@ -226,19 +226,20 @@ class IngestWorker:
         while True:
             started = time.perf_counter()
             try:
-                result = process_batch(self.engine, items, self.limits, source="mqtt")
-            except (OperationalError, DBAPIError) as exc:
-                if isinstance(exc, DBAPIError) and not _is_connection_error(exc):
+                try:
+                    result = process_batch(self.engine, items, self.limits, source="mqtt")
+                except DBAPIError as exc:
+                    if _is_connection_error(exc):
+                        raise
                     result = self._process_one_by_one(items)
-                else:
-                    self.metrics.db_errors.inc()
-                    logger.warning(
-                        "database unavailable (%s); retrying in %.1fs", type(exc.orig).__name__, delay
-                    )
-                    if stop.wait(delay * random.uniform(0.8, 1.2)):
-                        return False
-                    delay = min(delay * 2, self.settings.ingest_retry_max_s)
-                    continue
+            # The database is down or restarting: keep the batch, acknowledge nothing, try again.
+            except DBAPIError as exc:
+                self.metrics.db_errors.inc()
+                logger.warning("database unavailable (%s); retrying in %.1fs", type(exc.orig).__name__, delay)
+                if stop.wait(delay * random.uniform(0.8, 1.2)):
+                    return False
+                delay = min(delay * 2, self.settings.ingest_retry_max_s)
+                continue
             self.metrics.record(result, time.perf_counter() - started)
             self._add_totals(result)
             return True
@@ -298,6 +299,8 @@ class IngestWorker:
                 self.metrics.inflight.set(0)
                 if on_batch is not None:
                     on_batch(self.stats.totals)
+                if stop.is_set():
+                    break  # drained the batch in hand; what is still queued stays unacknowledged in the session
         finally:
             self._client.disconnect()
             self._client.loop_stop()
