@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pzone.migrations import upgrade
+from tests.support.s3 import AWS_ENV_TO_CLEAR, FAKE_AWS_ENV, MotoServer
 from tests.support.services import MosquittoBroker, create_database, drop_database
 
 
@@ -46,3 +47,28 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server_process() -> Iterator[MotoServer]:
+    """One moto S3 server (a real HTTP server in a subprocess) for the whole session; see ``s3_server``."""
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_server(moto_server_process: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """The moto S3 server, emptied, with fake AWS credentials in the environment for boto3."""
+    for name in AWS_ENV_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    # No shared config or credentials file may supply a profile, a region or real keys.
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/pzone-test-aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pzone-test-aws-credentials")
+    moto_server_process.reset()
+    return moto_server_process

@@ -23,6 +23,22 @@ class CoreSettings(BaseSettings):
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db; default: SQLite in data_dir.",
     )
 
+    # Object store (photos). Credentials for S3 come from boto3's usual chain, never from these settings.
+    s3_bucket: str | None = Field(
+        None, description="S3 bucket for objects; default (unset): the local folder data_dir/objects."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for S3-compatible stores (MinIO, moto); default: AWS."
+    )
+    s3_region: str | None = Field(
+        None, description="S3 region; default: boto3's (AWS_REGION, ~/.aws/config)."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Signing key for the local object store's URLs (16+ characters); "
+        "default: generated once into data_dir/secret_key (mode 0600).",
+    )
+
     # Tilt classes (degrees from vertical). The training issue keeps its own copy in params.yaml.
     tilt_upright_max_deg: float = Field(20.0, gt=0, lt=90)
     tilt_fallen_min_deg: float = Field(60.0, gt=0, le=180)
