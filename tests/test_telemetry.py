@@ -112,6 +112,8 @@ def test_integral_float_seq_is_accepted() -> None:
         ({"ax": float("inf")}, "must be finite"),
         ({"ax": 0.0, "ay": 0.0, "az": 0.0}, "too small"),
         ({"az": 40.0}, "beyond the sensor"),
+        ({"ax": 10**400}, "out of range"),  # float() overflows: must be a reason, not a crash
+        ({"battery": -(10**400)}, "out of range"),
         ({"ts": -5}, "not a Unix time"),
         ({"ts": 1.7e12}, "not a Unix time"),  # milliseconds, not seconds
         ({"ts": "yesterday"}, "must be a number"),

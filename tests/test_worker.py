@@ -95,6 +95,11 @@ BAD_PAYLOADS: list[tuple[str, str, bytes]] = [
         "pzone/zone-1/dev-000/tilt",
         b'{"v":1,"device_id":"dev-999","seq":910,"ax":0,"ay":0,"az":1}',
     ),
+    (
+        "400-digit integer",
+        "pzone/zone-1/dev-000/tilt",
+        b'{"v":1,"seq":915,"ax":1' + b"0" * 400 + b',"ay":0,"az":1}',
+    ),
     ("huge payload", "pzone/zone-1/dev-000/tilt", b'{"v":1,"pad":"' + b"x" * 200_000 + b'"}'),
     ("wrong topic shape", "pzone/zone-1/tilt", reading_payload("dev-000", 911)),
     ("too deep topic", "pzone/zone-1/dev-000/extra/tilt", reading_payload("dev-000", 912)),

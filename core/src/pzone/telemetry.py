@@ -10,6 +10,7 @@ required. Angles are derived here, server-side, never trusted from the device.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ class Angles:
     roll_deg: float
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, measurably slow on the ingest path.
+@dataclass(slots=True)
 class Reading:
     zone_id: str
     device_id: str
@@ -90,8 +92,14 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     return zone_id, device_id, kind
 
 
+@functools.lru_cache(maxsize=65536)
+def _valid_id(value: str) -> bool:
+    # Every message names the same few thousand ids: cache the regex verdict.
+    return ID_PATTERN.match(value) is not None
+
+
 def check_id(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _valid_id(value):
         raise InvalidReading(
             f"{name} must be 1-64 characters of letters, digits, '_', '-', '.'; got {value!r:.80}"
         )
@@ -117,6 +125,8 @@ def classify_tilt(tilt_deg: float, upright_max_deg: float, fallen_min_deg: float
 
 def _number(event: dict[str, Any], key: str, *, required: bool = True) -> float | None:
     value = event.get(key)
+    if type(value) is float and math.isfinite(value):  # the common case, first
+        return value
     if value is None:
         if required:
             raise InvalidReading(f"missing field {key!r}")
@@ -124,9 +134,13 @@ def _number(event: dict[str, Any], key: str, *, required: bool = True) -> float 
     # bool is an int subclass in Python; true/false are not measurements.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidReading(f"field {key!r} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        raise InvalidReading(f"field {key!r} is out of range") from None
+    if not math.isfinite(number):
         raise InvalidReading(f"field {key!r} must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +175,7 @@ def parse_reading(event: Any, limits: Limits) -> Reading:
         else:
             raise InvalidReading(f"field 'seq' must be an integer, got {seq!r:.40}")
     if not 0 <= seq <= MAX_SEQ:
-        raise InvalidReading(f"field 'seq' out of range: {seq}")
+        raise InvalidReading(f"field 'seq' out of range: {seq!r:.40}")
 
     received_ms = _number(event, "received_at", required=False)
     received_at = (
@@ -180,7 +194,7 @@ def parse_reading(event: Any, limits: Limits) -> Reading:
         if -limits.past_tolerance_s <= ahead <= limits.future_tolerance_s:
             measured_at = device_ts
 
-    ax, ay, az = (_number(event, axis) for axis in ("ax", "ay", "az"))
+    ax, ay, az = _number(event, "ax"), _number(event, "ay"), _number(event, "az")
     assert ax is not None and ay is not None and az is not None
     if max(abs(ax), abs(ay), abs(az)) > MAX_AXIS_G:
         raise InvalidReading(f"acceleration beyond the sensor's ±{MAX_AXIS_G:g} g range: {ax}, {ay}, {az}")

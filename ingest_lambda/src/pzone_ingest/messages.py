@@ -30,9 +30,12 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads_strict(text: str) -> Any:
-    """json.loads that refuses NaN and Infinity (Python accepts them by default)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """json.loads that refuses NaN and Infinity (Python accepts them by default); one decoder, built once."""
+    return _STRICT_DECODER.decode(text)
 
 
 def from_mqtt(

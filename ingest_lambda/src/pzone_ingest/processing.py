@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, text, update
 
 from pzone.db.models import Alarm, DeadLetter, Device, Zone, table_of
 from pzone.telemetry import InvalidReading, Limits, Reading, TiltState, check_id, parse_reading
@@ -20,6 +20,34 @@ from pzone_ingest.messages import Incoming
 from pzone_ingest.store import dialect_insert, insert_readings
 
 DEVICE_STATUSES = ("online", "offline")
+
+# PostgreSQL: whole-batch statements over arrays (unnest) instead of one statement per device.
+_PG_UPSERT_ZONES = text(
+    "INSERT INTO zones (id, created_at) SELECT z, :now FROM unnest(CAST(:zones AS text[])) AS z "
+    "ORDER BY z ON CONFLICT (id) DO NOTHING"
+)
+_PG_UPSERT_DEVICES = text(
+    "INSERT INTO devices (id, zone_id, created_at) SELECT d, z, :now "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:zones AS text[])) AS t(d, z) ORDER BY d ON CONFLICT (id) DO NOTHING"
+)
+_PG_UPDATE_DEVICES = text(
+    "UPDATE devices AS d SET zone_id = v.zone_id, last_seq = v.last_seq, last_measured_at = v.measured, "
+    "last_received_at = v.received, last_tilt_deg = v.tilt, last_state = v.state, battery = v.battery "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:zones AS text[]), CAST(:seqs AS int8[]), "
+    "CAST(:measured AS timestamptz[]), CAST(:received AS timestamptz[]), CAST(:tilts AS float8[]), "
+    "CAST(:states AS text[]), CAST(:batteries AS float8[])) "
+    "AS v(id, zone_id, last_seq, measured, received, tilt, state, battery) WHERE d.id = v.id"
+)
+_PG_DEVICE_COLUMNS = {
+    "ids": "b_id",
+    "zones": "zone_id",
+    "seqs": "last_seq",
+    "measured": "last_measured_at",
+    "received": "last_received_at",
+    "tilts": "last_tilt_deg",
+    "states": "last_state",
+    "batteries": "battery",
+}
 
 
 @dataclass
@@ -122,6 +150,11 @@ def _ensure_zones_and_devices(
         return
     now = datetime.now(UTC)
     # Sorted: concurrent workers then take unique-index locks in one order and cannot deadlock.
+    if conn.dialect.name == "postgresql":  # one statement per table, not one per row
+        ids = sorted(device_zone)
+        conn.execute(_PG_UPSERT_ZONES, {"zones": sorted(set(device_zone.values())), "now": now})
+        conn.execute(_PG_UPSERT_DEVICES, {"ids": ids, "zones": [device_zone[i] for i in ids], "now": now})
+        return
     zones = [{"id": zone_id, "created_at": now} for zone_id in sorted(set(device_zone.values()))]
     conn.execute(dialect_insert(conn, table_of(Zone)).on_conflict_do_nothing(index_elements=["id"]), zones)
     devices = [{"id": d, "zone_id": z, "created_at": now} for d, z in sorted(device_zone.items())]
@@ -217,8 +250,14 @@ def _apply_device_state(
         )
     if new_alarms:
         conn.execute(alarms.insert(), new_alarms)
-    devices = table_of(Device)
-    conn.execute(update(devices).where(devices.c.id == bindparam("b_id")), device_rows)
+    if conn.dialect.name == "postgresql":  # one statement for all devices; rows already locked in order
+        conn.execute(
+            _PG_UPDATE_DEVICES,
+            {column: [row[key] for row in device_rows] for column, key in _PG_DEVICE_COLUMNS.items()},
+        )
+    else:
+        devices = table_of(Device)
+        conn.execute(update(devices).where(devices.c.id == bindparam("b_id")), device_rows)
     return opened, closed
 
 

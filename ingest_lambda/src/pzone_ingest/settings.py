@@ -26,9 +26,9 @@ class Settings(CoreSettings):
         "pzone-ingest", description="MQTT v5 shared-subscription group; empty for a plain subscription."
     )
     ingest_session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
-    ingest_batch_size: int = Field(2000, gt=0)
+    ingest_batch_size: int = Field(5000, gt=0)
     ingest_batch_max_wait_ms: int = Field(200, gt=0)
-    ingest_max_inflight: int = Field(10000, gt=0, le=65535, description="MQTT v5 Receive Maximum.")
+    ingest_max_inflight: int = Field(20000, gt=0, le=65535, description="MQTT v5 Receive Maximum.")
     ingest_metrics_port: int = Field(9108, ge=0, description="Prometheus metrics port; 0 disables.")
     ingest_metrics_host: str = Field(
         "127.0.0.1", description="Metrics bind address (0.0.0.0 in a container)."

@@ -228,9 +228,11 @@ class IngestWorker:
             try:
                 try:
                     result = process_batch(self.engine, items, self.limits, source="mqtt")
-                except DBAPIError as exc:
-                    if _is_connection_error(exc):
+                except Exception as exc:
+                    if isinstance(exc, DBAPIError) and _is_connection_error(exc):
                         raise
+                    # Refused data (or a bug) must not wedge the stream: isolate the message that causes it.
+                    logger.warning("batch failed (%s): retrying message by message", type(exc).__name__)
                     result = self._process_one_by_one(items)
             # The database is down or restarting: keep the batch, acknowledge nothing, try again.
             except DBAPIError as exc:
@@ -250,10 +252,13 @@ class IngestWorker:
         for item in items:
             try:
                 one = process_batch(self.engine, [item], self.limits, source="mqtt")
-            except SQLAlchemyError as exc:
+            except Exception as exc:
                 if isinstance(exc, DBAPIError) and _is_connection_error(exc):
                     raise
-                reason = f"database rejected the message: {type(exc).__name__}: {str(exc)[:300]}"
+                what = (
+                    "database rejected the message" if isinstance(exc, SQLAlchemyError) else "ingest failed"
+                )
+                reason = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
                 culprit = Incoming(item.kind, item.topic, item.raw, error=reason)
                 one = process_batch(self.engine, [culprit], self.limits, source="mqtt")
             for name in total.as_dict():
