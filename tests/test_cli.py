@@ -33,8 +33,8 @@ def test_db_upgrade_on_sqlite_and_current(tmp_path: Path) -> None:
     assert pzone("db", "current", env=env).stdout.strip().startswith("empty")
     done = pzone("db", "upgrade", env=env)
     assert done.returncode == 0, done.stderr
-    assert "0001" in done.stdout and (tmp_path / "pzone.db").exists()
-    assert pzone("db", "current", env=env).stdout.strip() == "0001"
+    assert "0002" in done.stdout and (tmp_path / "pzone.db").exists()
+    assert pzone("db", "current", env=env).stdout.strip() == "0002"
 
 
 def test_simulated_fleet_through_broker_and_worker_every_sequence_once(

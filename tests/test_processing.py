@@ -57,11 +57,11 @@ def count(engine: Engine, model: Any, *where: Any) -> int:
 
 
 def test_migrations_upgrade_and_downgrade(db_url: str) -> None:
-    assert current(db_url) == "0001"
+    assert current(db_url) == "0002"
     downgrade(db_url, "base")
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == "0001"
+    assert current(db_url) == "0002"
 
 
 def test_replayed_messages_are_not_second_rows(engine: Engine) -> None:

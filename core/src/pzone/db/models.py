@@ -141,6 +141,68 @@ class DeadLetter(Base):
     raw_payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class User(Base):
+    """A person using the web front: ``client`` photographs objects, ``operator`` also sees the dashboard."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid4 text: same on PostgreSQL and SQLite
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id
+    role: Mapped[str] = mapped_column(String(16), default="client")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebSession(Base):
+    """A login session kept in the database (used when PZONE_REDIS_URL is not set); keyed by the token's hash."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Photo(Base):
+    """A photo of a monitored object, uploaded straight to object storage and then checked and thumbnailed.
+
+    ``status``: ``awaiting_upload`` (created, presigned URL handed out) → ``stored`` (checked, derivatives made).
+    A rejected upload leaves no row and no object. ``verdict`` is ``pending`` until the model tier answers.
+    """
+
+    __tablename__ = "photos"
+    __table_args__ = (Index("ix_photos_user_created", "user_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    zone_id: Mapped[str | None] = mapped_column(ForeignKey("zones.id"))
+    status: Mapped[str] = mapped_column(String(24), default="awaiting_upload")
+    upload_key: Mapped[str | None] = mapped_column(String(512))  # staging object of a presigned upload
+    declared_content_type: Mapped[str | None] = mapped_column(String(100))
+    client_taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    original_key: Mapped[str | None] = mapped_column(String(512))
+    thumb_key: Mapped[str | None] = mapped_column(String(512))
+    preview_key: Mapped[str | None] = mapped_column(String(512))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    taken_at_source: Mapped[str | None] = mapped_column(String(16))  # exif, client or upload
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verdict: Mapped[str] = mapped_column(String(16), default="pending")
+    verdict_probs: Mapped[str | None] = mapped_column(Text)  # JSON {"upright": p, "tilted": p, "fallen": p}
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    verdict_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verdict_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
 RAW_PAYLOAD_KEEP_BYTES = 65536
 
 
