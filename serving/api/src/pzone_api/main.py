@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,9 +23,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = make_engine(settings.sqlalchemy_url)
         app.state.store = object_store_from_settings(settings)
+        retry = asyncio.create_task(_retry_verdicts(app))
         try:
             yield
         finally:
+            retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retry
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -32,4 +39,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     # --- routers of the other resources are included below
+    from pzone_api.api.routes import auth, objects, photos
+
+    app.include_router(auth.router)
+    app.include_router(photos.router)
+    app.include_router(objects.router)
     return app
+
+
+async def _retry_verdicts(app: FastAPI) -> None:
+    """Background retry: photos saved as "pending" get their verdict once the model tier answers again."""
+    from pzone_api.verdicts import retry_pending
+
+    settings: Settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.verdict_retry_interval_s)
+        try:
+            await asyncio.to_thread(retry_pending, settings, app.state.engine, app.state.store)
+        except Exception:  # keep retrying; the next pass may succeed
+            logging.getLogger("pzone.api").exception("verdict retry pass failed")

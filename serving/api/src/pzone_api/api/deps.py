@@ -36,3 +36,148 @@ DbDep = Annotated[Session, Depends(get_db)]
 StoreDep = Annotated[LocalObjectStore | S3ObjectStore, Depends(get_store)]
 
 # --- auth (sessions, current user, roles, CSRF) ------------------------------------------------------------------------
+# Imports of this section stay here so that the section can grow without touching the file's head.
+import threading  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from fastapi import HTTPException, status  # noqa: E402
+
+from pzone.db.models import User  # noqa: E402
+from pzone_api.ratelimit import LoginLimiter, login_limiter_from_settings  # noqa: E402
+from pzone_api.security import DEFAULT_PASSWORD_HASHING, PasswordHashing, constant_time_equal  # noqa: E402
+from pzone_api.sessions import (  # noqa: E402
+    DEFAULT_REDIS_PREFIX,
+    SessionData,
+    SessionStore,
+    redis_client_from_settings,
+    session_store_from_settings,
+)
+
+SESSION_COOKIE = "pzone_session"
+CSRF_COOKIE = "pzone_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class AuthBackends:
+    """The session store and login limiter of one app (and the engine they were made for)."""
+
+    engine: Engine
+    sessions: SessionStore
+    limiter: LoginLimiter
+
+
+_auth_backends_lock = threading.Lock()
+
+
+def get_auth_backends(request: Request) -> AuthBackends:
+    """Created on first use from ``app.state.settings`` and cached on ``app.state.auth_backends``.
+
+    ``app.state.redis_key_prefix`` (set before startup) overrides the Redis key prefix ``pzone:`` (tests use a
+    random one per test on a shared Redis).
+    """
+    state = request.app.state
+    engine: Engine = state.engine
+    backends: AuthBackends | None = getattr(state, "auth_backends", None)
+    if backends is None or backends.engine is not engine:  # a new lifespan makes a new engine
+        with _auth_backends_lock:
+            backends = getattr(state, "auth_backends", None)
+            if backends is None or backends.engine is not engine:
+                settings: Settings = state.settings
+                prefix: str = getattr(state, "redis_key_prefix", DEFAULT_REDIS_PREFIX)
+                client = redis_client_from_settings(settings)
+                backends = AuthBackends(
+                    engine=engine,
+                    sessions=session_store_from_settings(
+                        settings, engine, redis_client=client, redis_prefix=prefix
+                    ),
+                    limiter=login_limiter_from_settings(settings, redis_client=client, redis_prefix=prefix),
+                )
+                state.auth_backends = backends
+    return backends
+
+
+def get_session_store(request: Request) -> SessionStore:
+    return get_auth_backends(request).sessions
+
+
+def get_login_limiter(request: Request) -> LoginLimiter:
+    return get_auth_backends(request).limiter
+
+
+def get_password_hashing(request: Request) -> PasswordHashing:
+    """``app.state.password_hashing`` when set (tests use cheaper parameters), else argon2-cffi's defaults."""
+    hashing: PasswordHashing | None = getattr(request.app.state, "password_hashing", None)
+    return hashing or DEFAULT_PASSWORD_HASHING
+
+
+SessionStoreDep = Annotated[SessionStore, Depends(get_session_store)]
+LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
+PasswordHashingDep = Annotated[PasswordHashing, Depends(get_password_hashing)]
+
+
+def check_csrf(request: Request, session: SessionData) -> None:
+    """403 unless a safe method, or ``X-CSRF-Token`` equals the session's CSRF token."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if not sent:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"CSRF token missing: send the {CSRF_HEADER} header with the csrf_token of your session.",
+        )
+    if not constant_time_equal(sent, session.csrf_token):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"CSRF token invalid: the {CSRF_HEADER} header does not match your session's csrf_token.",
+        )
+
+
+def current_session(request: Request, sessions: SessionStoreDep) -> SessionData:
+    """The session of the ``pzone_session`` cookie (401 when missing, unknown or expired).
+
+    For unsafe methods (POST, PUT, PATCH, DELETE) the CSRF header is checked too (403), so every authenticated
+    mutating route is protected even if it forgets :data:`CsrfChecked`.
+    """
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Not authenticated: log in first.")
+    session = sessions.get(token)
+    if session is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Session expired or invalid: log in again.")
+    check_csrf(request, session)
+    return session
+
+
+CurrentSession = Annotated[SessionData, Depends(current_session)]
+
+
+def current_user(session: CurrentSession, db: DbDep) -> User:
+    """The active user of the current session (401 otherwise)."""
+    user = db.get(User, session.user_id)
+    if user is None or not user.is_active:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Session expired or invalid: log in again.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_operator(user: CurrentUser) -> User:
+    """The current user when an operator (403 otherwise)."""
+    if user.role != "operator":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Operator role required.")
+    return user
+
+
+OperatorUser = Annotated[User, Depends(require_operator)]
+
+
+def require_csrf(request: Request, session: CurrentSession) -> None:
+    """For unsafe methods: a valid session and ``X-CSRF-Token`` equal to its CSRF token (401 / 403)."""
+    check_csrf(request, session)  # current_session checked it already; stated again for readers of the route
+
+
+# Put on mutating routes: ``@router.post(..., dependencies=[CsrfChecked])``.
+CsrfChecked = Depends(require_csrf)

@@ -1,0 +1,315 @@
+"""Photo intake speed: checks and derivatives of uploaded photos (``pzone_api.images``).
+
+Thumbnails: :func:`pzone_api.images.make_derivatives` (JPEG draft mode, ``reducing_gap``, one decode for all sizes)
+against plain Pillow doing the same job the obvious way (``Image.open`` + ``convert("RGB")`` + ``resize`` of the
+full-size image to each size, then the same EXIF transposition and JPEG encoding), and against pyvips'
+``thumbnail_buffer`` when pyvips is importable (it is not a dependency; ``null`` otherwise). The inputs are
+synthesized camera-like JPEGs (4000 x 3000 by default, about 3-4 MB each: texture at several scales plus sensor-like
+noise, restart markers, EXIF with GPS, half of them with Orientation 6), so decode costs are realistic.
+
+Also measured: :func:`pzone_api.images.inspect_image` (all the upload checks, a full read of the data) and
+:func:`pzone_api.images.inspect_and_derive` (checks plus derivatives with one decode: the API's whole image step).
+
+All single-threaded, in this process, from bytes in memory (no storage I/O). Each implementation runs in turn on
+every photo, round after round, so that drift on a shared machine hits them alike; a rate is photos done divided by
+the time taken. A "thumb" is one source photo turned into its whole derivative set (thumb 256 + preview 1024).
+
+    uv run python benchmarks/intake.py --quick     # about 20 s on a 2-core machine (limit: 45 s)
+    uv run python benchmarks/intake.py             # more photos, longer runs
+
+Progress and a table go to stderr; the last line on stdout is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests.support without PYTHONPATH=.
+    sys.path.insert(0, str(ROOT))
+
+from PIL import ExifTags, Image, features  # noqa: E402
+
+from pzone_api.images import (  # noqa: E402
+    DEFAULT_QUALITY,
+    DEFAULT_SIZES,
+    inspect_and_derive,
+    inspect_image,
+    make_derivatives,
+)
+from tests.support.images import encode, photo  # noqa: E402
+
+MAX_PIXELS = 40_000_000  # Settings.image_max_pixels' default
+MAX_SIDE = 12_000  # Settings.image_max_side's default
+TARGET_SPEEDUP = 3.0
+
+QUICK = {"photos": 3, "width": 4000, "height": 3000, "seconds": 4.0}
+FULL = {"photos": 6, "width": 4000, "height": 3000, "seconds": 10.0}
+
+Derive = Callable[[bytes], object]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def camera_photo(width: int, height: int, seed: int) -> bytes:
+    """A camera-like JPEG: photo texture, quality 90, a restart marker per MCU row, EXIF with GPS and a date."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "P-ZONE Bench"
+    exif[ExifTags.Base.Orientation] = 6 if seed % 2 else 1
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:05:06 07:08:09"
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef] = "N"
+    gps[ExifTags.GPS.GPSLatitude] = (52.0, 31.0, 12.5)
+    image = photo(width, height, seed=seed, fine_noise=10)
+    return encode(image, "JPEG", quality=90, exif=exif, restart_marker_rows=1)
+
+
+def synthesize(count: int, width: int, height: int) -> list[bytes]:
+    started = time.perf_counter()
+    photos = [camera_photo(width, height, seed) for seed in range(count)]
+    sizes = ", ".join(f"{len(p) / 1e6:.2f}" for p in photos)
+    log(
+        f"synthesized {count} photos of {width}x{height} ({sizes} MB) in {time.perf_counter() - started:.1f} s"
+    )
+    return photos
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# implementations
+
+
+def fit(size: tuple[int, int], box: int) -> tuple[int, int]:
+    width, height = size
+    if width <= box and height <= box:
+        return width, height
+    if width >= height:
+        return box, max(1, round(height * box / width))
+    return max(1, round(width * box / height)), box
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def plain_pillow_derivatives(
+    data: bytes, sizes: Mapping[str, int] = DEFAULT_SIZES, quality: int = DEFAULT_QUALITY
+) -> dict[str, bytes]:
+    """The obvious Pillow code: full-size decode, full-size convert, each size resized from the full image.
+
+    To keep the comparison about decoding and resizing only, it transposes the small results (not the full
+    image) and encodes them exactly as ``make_derivatives`` does.
+    """
+    im = Image.open(io.BytesIO(data))
+    transpose = _TRANSPOSE.get(im.getexif().get(ExifTags.Base.Orientation, 1))
+    full = im.convert("RGB")
+    out: dict[str, bytes] = {}
+    for name, box in sizes.items():
+        small = full.resize(fit(full.size, box))  # BICUBIC, Pillow's default; no reducing_gap
+        if transpose is not None:
+            small = small.transpose(transpose)
+        small.info = {}
+        buffer = io.BytesIO()
+        small.save(buffer, "JPEG", quality=quality)
+        out[name] = buffer.getvalue()
+    return out
+
+
+def pyvips_derivatives_or_none() -> Derive | None:
+    try:
+        import pyvips
+    except (ImportError, OSError):
+        return None
+
+    def derive(data: bytes) -> dict[str, bytes]:
+        return {
+            name: pyvips.Image.thumbnail_buffer(data, box, size="down").write_to_buffer(
+                f".jpg[Q={DEFAULT_QUALITY},strip]"
+            )
+            for name, box in DEFAULT_SIZES.items()
+        }
+
+    return derive
+
+
+def ours(data: bytes) -> dict[str, bytes]:
+    return make_derivatives(data)
+
+
+def checks(data: bytes) -> object:
+    return inspect_image(data, declared_content_type="image/jpeg", max_pixels=MAX_PIXELS, max_side=MAX_SIDE)
+
+
+def checks_and_derivatives(data: bytes) -> object:
+    return inspect_and_derive(
+        data, declared_content_type="image/jpeg", max_pixels=MAX_PIXELS, max_side=MAX_SIDE
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timing
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: list[float]  # one entry per photo processed
+
+    @property
+    def per_s(self) -> float:
+        return len(self.seconds) / sum(self.seconds)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1000
+
+
+def race(implementations: Mapping[str, Derive], photos: list[bytes], seconds: float) -> dict[str, Timing]:
+    """Run every implementation on every photo, round after round, until each has had ``seconds`` of time."""
+    timings = {name: Timing(name, []) for name in implementations}
+    for fn in implementations.values():  # warm-up: imports, plugin registration, caches
+        fn(photos[0])
+    while min(sum(t.seconds) for t in timings.values()) < seconds:
+        for name, fn in implementations.items():
+            if sum(timings[name].seconds) >= seconds:
+                continue
+            for data in photos:
+                started = time.perf_counter()
+                fn(data)
+                timings[name].seconds.append(time.perf_counter() - started)
+    return timings
+
+
+def same_output_sizes(a: Derive, b: Derive, data: bytes) -> bool:
+    out_a, out_b = a(data), b(data)
+    assert isinstance(out_a, dict) and isinstance(out_b, dict)
+    size = {n: Image.open(io.BytesIO(v)).size for n, v in out_a.items()}
+    return size == {n: Image.open(io.BytesIO(v)).size for n, v in out_b.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sections: each returns its part of the JSON
+
+
+def thumbnail_section(photos: list[bytes], seconds: float) -> dict[str, Any]:
+    implementations: dict[str, Derive] = {"make_derivatives": ours, "plain_pillow": plain_pillow_derivatives}
+    vips = pyvips_derivatives_or_none()
+    if vips is not None:
+        implementations["pyvips"] = vips
+    if not same_output_sizes(ours, plain_pillow_derivatives, photos[1 % len(photos)]):
+        raise SystemExit("plain Pillow does not produce the same derivative sizes as make_derivatives")
+    if vips is not None and not same_output_sizes(ours, vips, photos[1 % len(photos)]):
+        log("note: pyvips rounds some derivative sizes differently (by a pixel)")
+    log(f"thumbnails: {', '.join(implementations)} for {seconds:.1f} s each ...")
+    timings = race(implementations, photos, seconds)
+    ours_t, plain_t = timings["make_derivatives"], timings["plain_pillow"]
+    vips_t = timings.get("pyvips")
+    return {
+        "thumbs_per_s": round(ours_t.per_s, 2),
+        "pillow_plain_thumbs_per_s": round(plain_t.per_s, 2),
+        "thumbs_speedup": round(ours_t.per_s / plain_t.per_s, 2),
+        "pyvips_thumbs_per_s": round(vips_t.per_s, 2) if vips_t else None,
+        "thumbs_median_ms": round(ours_t.median_ms, 1),
+        "pillow_plain_median_ms": round(plain_t.median_ms, 1),
+        "pyvips_median_ms": round(vips_t.median_ms, 1) if vips_t else None,
+        "sizes": dict(DEFAULT_SIZES),
+        "quality": DEFAULT_QUALITY,
+    }
+
+
+def checks_section(photos: list[bytes], seconds: float) -> dict[str, Any]:
+    log(f"checks: inspect_image, inspect_and_derive for {seconds:.1f} s each ...")
+    timings = race({"inspect": checks, "intake": checks_and_derivatives}, photos, seconds)
+    return {
+        "inspect_per_s": round(timings["inspect"].per_s, 2),
+        "inspect_median_ms": round(timings["inspect"].median_ms, 1),
+        "inspect_and_derive_per_s": round(timings["intake"].per_s, 2),
+        "inspect_and_derive_median_ms": round(timings["intake"].median_ms, 1),
+    }
+
+
+def machine() -> dict[str, Any]:
+    import PIL
+
+    return {
+        "machine_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "pillow": PIL.__version__,
+        "libjpeg_turbo": features.version("libjpeg_turbo"),
+    }
+
+
+def table(results: Mapping[str, Any]) -> str:
+    rows = [
+        ("make_derivatives", results["thumbs_per_s"], results["thumbs_median_ms"]),
+        ("plain Pillow", results["pillow_plain_thumbs_per_s"], results["pillow_plain_median_ms"]),
+        ("pyvips", results["pyvips_thumbs_per_s"], results["pyvips_median_ms"]),
+        ("inspect_image", results["inspect_per_s"], results["inspect_median_ms"]),
+        ("inspect_and_derive", results["inspect_and_derive_per_s"], results["inspect_and_derive_median_ms"]),
+    ]
+    lines = [f"{'':<20} {'photos/s':>9} {'median ms':>10}"]
+    for name, rate, ms in rows:
+        shown = (f"{rate:>9.2f}", f"{ms:>10.1f}") if rate is not None else (f"{'n/a':>9}", f"{'':>10}")
+        lines.append(f"{name:<20} {shown[0]} {shown[1]}")
+    lines.append(
+        f"speedup over plain Pillow: {results['thumbs_speedup']:.2f}x (target {TARGET_SPEEDUP:.0f}x)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a short run (about 20 s; limit 45 s)")
+    parser.add_argument("--photos", type=int, help="number of synthesized photos")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--seconds", type=float, help="time per implementation and section")
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    count = int(args.photos or preset["photos"])
+    width, height = int(args.width or preset["width"]), int(args.height or preset["height"])
+    seconds = float(args.seconds or preset["seconds"])
+
+    started = time.perf_counter()
+    photos = synthesize(count, width, height)
+    results: dict[str, Any] = {
+        "photos": count,
+        "width": width,
+        "height": height,
+        "photo_mb": round(statistics.mean(len(p) for p in photos) / 1e6, 2),
+    }
+    results.update(thumbnail_section(photos, seconds))
+    results.update(checks_section(photos, seconds))
+    results["targets"] = {"thumbs_speedup_3x": results["thumbs_speedup"] >= TARGET_SPEEDUP}
+    results.update(machine())
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    log(table(results))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

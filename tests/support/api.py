@@ -1,0 +1,180 @@
+"""The API under test: apps built from explicit settings, sign-up/login helpers, and a uvicorn factory.
+
+Use the app with ``fastapi.testclient.TestClient`` as a context manager so that its lifespan (engine, object store)
+runs::
+
+    app = make_app(pg_url, tmp_path / "data")
+    with TestClient(app) as client:
+        csrf = signup(client, "ana@example.com", "correct horse battery")
+        client.post("/api/...", headers={"X-CSRF-Token": csrf})
+
+Apps made here hash passwords with cheap argon2id parameters (``FAST_HASHING``) unless told otherwise, and on Redis
+use their own key prefix (``app.state.redis_key_prefix``); :func:`delete_redis_keys` removes a prefix's keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+
+from pzone_api.main import create_app
+from pzone_api.security import PasswordHashing
+from pzone_api.settings import Settings
+from tests.support.services import free_port, wait_port
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+TEST_REDIS_URL = os.environ.get("PZONE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+CSRF_HEADER = "X-CSRF-Token"
+# argon2id still, with the smallest sensible cost: the tests hash and verify many passwords.
+FAST_HASHING = PasswordHashing(PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1))
+
+
+def random_redis_prefix() -> str:
+    return f"pzone-test-{uuid.uuid4().hex[:12]}:"
+
+
+def make_app(
+    database_url: str,
+    data_dir: Path,
+    redis_url: str | None = None,
+    *,
+    redis_key_prefix: str | None = None,
+    fast_hashing: bool = True,
+    **settings: Any,
+) -> FastAPI:
+    """``create_app`` with these settings (``cookie_secure=False`` unless given: TestClient talks plain HTTP)."""
+    settings.setdefault("cookie_secure", False)
+    app = create_app(Settings(database_url=database_url, data_dir=data_dir, redis_url=redis_url, **settings))
+    app.state.redis_key_prefix = redis_key_prefix or random_redis_prefix()
+    if fast_hashing:
+        app.state.password_hashing = FAST_HASHING
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for tests that run the API in its own process (``--factory tests.support.api:app_from_env``).
+
+    Settings come from the ``PZONE_*`` environment as in production; ``PZONE_TEST_REDIS_PREFIX`` sets the Redis key
+    prefix.
+    """
+    app = create_app(Settings())
+    prefix = os.environ.get("PZONE_TEST_REDIS_PREFIX")
+    if prefix:
+        app.state.redis_key_prefix = prefix
+    app.state.password_hashing = FAST_HASHING
+    return app
+
+
+@contextlib.contextmanager
+def api_process(env: Mapping[str, str], timeout: float = 20.0) -> Iterator[str]:
+    """The API in its own uvicorn process (factory :func:`app_from_env`, settings from ``env``); yields its base URL.
+
+    Stopped with SIGTERM (a graceful shutdown: the lifespan's cleanup runs) when the block ends.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.support.api:app_from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the API process exited ({process.returncode}): {process.stderr and process.stderr.read()}"
+                )
+            try:
+                wait_port(port, timeout=0.2)
+                with urllib.request.urlopen(f"{base_url}/api/healthz", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the API did not answer on {base_url} within {timeout}s") from None
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def signup(client: TestClient, email: str, password: str) -> str:
+    """Sign up (and so log in) on this client; returns the session's CSRF token. Asserts a 201."""
+    response = client.post("/api/auth/signup", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    return str(response.json()["csrf_token"])
+
+
+def login(client: TestClient, email: str, password: str) -> str:
+    """Log in on this client; returns the session's CSRF token. Asserts a 200."""
+    response = client.post("/api/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["csrf_token"])
+
+
+def create_user_in_db(database_url: str, email: str, password: str, role: str = "client") -> str:
+    """A user made directly in the database (e.g. an operator, which sign-up cannot make); returns its id."""
+    from sqlalchemy.orm import Session
+
+    from pzone.db.engine import make_engine
+    from pzone_api.security import create_user
+
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            user = create_user(session, email, password, role, hashing=FAST_HASHING)
+            session.commit()
+            return user.id
+    finally:
+        engine.dispose()
+
+
+def delete_redis_keys(redis_url: str, prefix: str) -> int:
+    """Remove every key under ``prefix`` (SCAN, never FLUSH: the Redis is shared); returns how many."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
