@@ -54,8 +54,8 @@ MAX_PIXELS = 40_000_000  # Settings.image_max_pixels' default
 MAX_SIDE = 12_000  # Settings.image_max_side's default
 TARGET_SPEEDUP = 3.0
 
-QUICK = {"photos": 3, "width": 4000, "height": 3000, "seconds": 4.0}
-FULL = {"photos": 6, "width": 4000, "height": 3000, "seconds": 10.0}
+QUICK = {"photos": 3, "width": 4000, "height": 3000, "seconds": 3.0, "uploads": 3}
+FULL = {"photos": 6, "width": 4000, "height": 3000, "seconds": 10.0, "uploads": 8}
 
 Derive = Callable[[bytes], object]
 
@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--seconds", type=float, help="time per implementation and section")
+    parser.add_argument("--no-uploads", action="store_true", help="skip the upload-path section")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     count = int(args.photos or preset["photos"])
@@ -303,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     results.update(thumbnail_section(photos, seconds))
     results.update(checks_section(photos, seconds))
+    if not args.no_uploads:
+        from benchmarks.intake_uploads import upload_section
+
+        log("upload paths: presigned vs proxied vs base64 (API in its own process, S3 via moto)")
+        results.update(upload_section(photos, int(preset["uploads"]), log))
     results["targets"] = {"thumbs_speedup_3x": results["thumbs_speedup"] >= TARGET_SPEEDUP}
     results.update(machine())
     results["wall_s"] = round(time.perf_counter() - started, 1)

@@ -660,3 +660,15 @@ def test_local_backend_does_not_import_boto3(tmp_path: Path) -> None:
         "assert 'boto3' not in sys.modules, 'boto3 imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_copy_inside_the_store(store: ObjectStore) -> None:
+    store.put_bytes("uploads/a", b"photo bytes", "application/octet-stream")
+    store.copy("uploads/a", "originals/ab/a.jpg", "image/jpeg")
+    assert store.get_bytes("originals/ab/a.jpg") == b"photo bytes"
+    info = store.head("originals/ab/a.jpg")
+    assert info is not None and info.content_type == "image/jpeg"
+    assert store.get_bytes("uploads/a") == b"photo bytes"  # the source stays
+    with pytest.raises(ObjectNotFound):
+        store.copy("uploads/missing", "originals/x", "image/jpeg")
+    assert not store.exists("originals/x")

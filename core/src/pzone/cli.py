@@ -1,18 +1,22 @@
-"""The ``pzone`` command line: database migrations, the ingest worker, simulators and the one-machine stack."""
+"""The ``pzone`` command line: migrations, the API and its accounts, the ingest worker, simulators, the one-machine stack."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
+    from pzone_api.settings import Settings as ApiSettings
     from pzone_ingest.settings import Settings as IngestSettings
 
 app = typer.Typer(
@@ -22,8 +26,10 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 simulate_app = typer.Typer(
     help="Simulated devices and clients on the real wire formats.", no_args_is_help=True
 )
+user_app = typer.Typer(help="Accounts of the web front.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(user_app, name="user")
 console = Console()
 
 
@@ -62,6 +68,21 @@ def _ingest_settings(**overrides: Any) -> IngestSettings:
         raise _fail(f"invalid settings:\n{exc}") from exc
 
 
+def _api_settings(**overrides: Any) -> ApiSettings:
+    try:
+        from pzone_api.settings import Settings
+    except ImportError as exc:  # the core CLI is installed without the API package
+        raise _fail(
+            "this command needs the pzone-api package (uv sync installs the whole workspace)"
+        ) from exc
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise _fail(f"invalid settings:\n{exc}") from exc
+
+
 # --- db --------------------------------------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade(
@@ -84,6 +105,102 @@ def db_current() -> None:
     from pzone.settings import CoreSettings
 
     console.print(current(CoreSettings().sqlalchemy_url) or "empty (no migrations applied)")
+
+
+def _schema_behind(url: str) -> str | None:
+    """Why the database is not at the newest migration (None when it is), for hints; never raises."""
+    from alembic.script import ScriptDirectory
+
+    from pzone.migrations import alembic_config, current
+
+    try:
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        at = current(url)
+    except Exception as exc:  # unreachable database, bad URL: the hint says so, the caller goes on
+        return f"could not read the schema revision ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    if at == head:
+        return None
+    return f"the database is at revision {at or 'none (empty)'}, the code expects {head}"
+
+
+# --- api -------------------------------------------------------------------------------------------------------------
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
+) -> None:
+    """Run the web front's JSON API (FastAPI under uvicorn); migrations are not applied, see `pzone db upgrade`."""
+    settings = _api_settings()
+    import uvicorn
+
+    from pzone.db.engine import safe_url
+    from pzone_api.main import create_app
+
+    url = settings.sqlalchemy_url
+    behind = _schema_behind(url)
+    if behind:
+        console.print(f"[yellow]hint:[/yellow] {escape(behind)}; run [bold]pzone db upgrade[/bold] first")
+    console.print(f"database: {safe_url(url)}; API docs: http://{host}:{port}/docs")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+# --- user ------------------------------------------------------------------------------------------------------------
+class Role(StrEnum):
+    client = "client"
+    operator = "operator"
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        # Only the line end goes: a password may begin or end with spaces.
+        return line.removesuffix("\n").removesuffix("\r")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="E-mail address, the login name (stored lower-cased).")],
+    role: Annotated[Role, typer.Option(help="client photographs; operator also sees the dashboard.")] = (
+        Role.client
+    ),
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from the first line of standard input."),
+    ] = False,
+) -> None:
+    """Create an account in PZONE_DATABASE_URL; the password is prompted for (hidden) or read from stdin."""
+    settings = _api_settings()
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from pzone.db.engine import make_engine
+    from pzone_api.security import EmailTaken, InvalidEmail, WeakPassword, create_user, normalize_email
+
+    try:  # check the address before asking for a password
+        normalize_email(email)
+    except InvalidEmail as exc:
+        raise _fail(f"invalid email: {escape(str(exc))}") from None
+    password = _read_password(password_stdin)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            user = create_user(session, email, password, role.value)
+            session.commit()
+    except InvalidEmail as exc:
+        raise _fail(f"invalid email: {escape(str(exc))}") from None
+    except WeakPassword as exc:
+        raise _fail(f"weak password: {escape(str(exc))}") from None
+    except EmailTaken as exc:
+        raise _fail(f"an account with the email {escape(str(exc))} exists already") from None
+    except SQLAlchemyError as exc:
+        behind = _schema_behind(settings.sqlalchemy_url)
+        hint = f"\nhint: {behind}; run pzone db upgrade" if behind else ""
+        raise _fail(escape(f"database error: {str(exc).splitlines()[0][:300]}{hint}")) from None
+    finally:
+        engine.dispose()
+    console.print(f"created {user.role} [bold]{escape(user.email)}[/bold] (id {user.id})")
 
 
 # --- ingest ----------------------------------------------------------------------------------------------------------

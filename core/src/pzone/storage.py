@@ -148,6 +148,10 @@ class ObjectStore(Protocol):
         """Remove the object; nothing happens if it is missing."""
         ...
 
+    def copy(self, source_key: str, target_key: str, content_type: str) -> None:
+        """Copy an object inside the store (server-side on S3: the bytes do not pass through this process)."""
+        ...
+
     def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:
         """A URL to PUT the object with header ``Content-Type: content_type`` until ``expires_s`` from now."""
         ...
@@ -429,6 +433,11 @@ class LocalObjectStore:
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
+    def copy(self, source_key: str, target_key: str, content_type: str) -> None:
+        validate_content_type(content_type)
+        with self.open(source_key) as source:
+            self._write_object(target_key, iter(lambda: source.read(CHUNK_SIZE), b""), content_type)
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         if path.is_dir():
@@ -704,6 +713,23 @@ class S3ObjectStore:
     def delete(self, key: str) -> None:
         validate_key(key)
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def copy(self, source_key: str, target_key: str, content_type: str) -> None:
+        validate_key(source_key)
+        validate_key(target_key)
+        validate_content_type(content_type)
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=target_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                ContentType=content_type,
+                MetadataDirective="REPLACE",
+            )
+        except Exception as exc:  # botocore ClientError; botocore is imported lazily
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(source_key) from None
+            raise
 
     def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:
         """An S3 SigV4 presigned PUT URL; ``Content-Type`` is a signed header, so the client must send exactly it.

@@ -135,7 +135,9 @@ def complete_upload(session: Session, store: Store, settings: Settings, user: Us
         raise IntakeError(413, "too_large", f"the upload exceeds {settings.upload_max_bytes} bytes") from None
     try:
         with _downloaded(store, upload_key) as path:
-            _store_checked(session, store, settings, photo, path, photo.declared_content_type)
+            _store_checked(
+                session, store, settings, photo, path, photo.declared_content_type, source_key=upload_key
+            )
     except IntakeError:
         _discard(session, store, photo)
         raise
@@ -191,9 +193,20 @@ def store_streamed_upload(
 
 
 def _store_checked(
-    session: Session, store: Store, settings: Settings, photo: Photo, path: Path, declared: str | None
+    session: Session,
+    store: Store,
+    settings: Settings,
+    photo: Photo,
+    path: Path,
+    declared: str | None,
+    *,
+    source_key: str | None = None,
 ) -> None:
-    """Inspect, store original and derivatives, ask for a verdict, commit. Cleans up its own objects on failure."""
+    """Inspect, store original and derivatives, ask for a verdict, commit. Cleans up its own objects on failure.
+
+    ``source_key``: the bytes are already in the store (a direct upload): the original is a store-side copy of it,
+    so the photo's bytes do not travel through the API a second time.
+    """
     if path.stat().st_size == 0:
         raise IntakeError(422, "empty", "the upload is empty")
     try:
@@ -211,8 +224,11 @@ def _store_checked(
     try:
         original_key = content_addressed_key("originals", sha, ACCEPTED_TYPES[info.content_type])
         if store.head(original_key) is None:  # same bytes twice = one object
-            with path.open("rb") as source:
-                store.put_stream(original_key, source, info.content_type)
+            if source_key is not None:
+                store.copy(source_key, original_key, info.content_type)
+            else:
+                with path.open("rb") as source:
+                    store.put_stream(original_key, source, info.content_type)
             created.append(original_key)
         keys = {}
         for name, data in derivatives.items():

@@ -39,11 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     # --- routers of the other resources are included below
-    from pzone_api.api.routes import auth, objects, photos
+    from pzone_api.api.routes import auth, dashboard, devices, objects, photos
 
     app.include_router(auth.router)
     app.include_router(photos.router)
     app.include_router(objects.router)
+    app.include_router(devices.router)
+    app.include_router(dashboard.router)
     return app
 
 
