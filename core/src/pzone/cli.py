@@ -109,15 +109,20 @@ def db_current() -> None:
 
 def _schema_behind(url: str) -> str | None:
     """Why the database is not at the newest migration (None when it is), for hints; never raises."""
-    from alembic.script import ScriptDirectory
-
-    from pzone.migrations import alembic_config, current
-
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)  # its INFO lines (some at import) would drown the hint
     try:
+        from alembic.script import ScriptDirectory
+
+        from pzone.migrations import alembic_config, current
+
         head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
         at = current(url)
     except Exception as exc:  # unreachable database, bad URL: the hint says so, the caller goes on
         return f"could not read the schema revision ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    finally:
+        alembic_log.setLevel(level)
     if at == head:
         return None
     return f"the database is at revision {at or 'none (empty)'}, the code expects {head}"
@@ -140,7 +145,12 @@ def api(
     behind = _schema_behind(url)
     if behind:
         console.print(f"[yellow]hint:[/yellow] {escape(behind)}; run [bold]pzone db upgrade[/bold] first")
-    console.print(f"database: {safe_url(url)}; API docs: http://{host}:{port}/docs")
+    if settings.cookie_secure and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            "[yellow]hint:[/yellow] session cookies are Secure: browsers keep them over HTTPS only (or on "
+            "localhost); serve behind TLS, or set PZONE_COOKIE_SECURE=false for a trusted plain-HTTP network"
+        )
+    console.print(f"database: {escape(safe_url(url))}; API docs: http://{host}:{port}/docs")
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
