@@ -68,7 +68,7 @@ def worker_process(
         "PZONE_LOG_LEVEL": "INFO",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "pzone.cli", "ingest"],
+        [sys.executable, "-X", "faulthandler", "-m", "pzone.cli", "ingest"],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,

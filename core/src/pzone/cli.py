@@ -214,13 +214,32 @@ def user_create(
 
 
 # --- ingest ----------------------------------------------------------------------------------------------------------
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, grace_s: float | None = None) -> None:
     def handler(signum: int, _frame: Any) -> None:
         logging.getLogger("pzone").info("%s: draining and stopping", signal.Signals(signum).name)
         stop.set()
+        if grace_s is not None:
+            # A drain that does not finish in time must not hang the process (nothing is lost: what was not
+            # acknowledged comes back from the broker). The stacks show where it was stuck.
+            watchdog = threading.Timer(grace_s, _give_up, args=(grace_s,))
+            watchdog.daemon = True
+            watchdog.start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _give_up(grace_s: float) -> None:
+    import faulthandler
+    import sys
+
+    print(
+        f"drain did not finish within {grace_s:g}s: exiting; unacknowledged messages stay with the broker",
+        file=sys.stderr,
+        flush=True,
+    )
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(3)
 
 
 @app.command()
@@ -233,7 +252,7 @@ def ingest(
     from pzone_ingest.worker import IngestWorker
 
     stop = threading.Event()
-    _stop_on_signals(stop)
+    _stop_on_signals(stop, grace_s=settings.ingest_stop_grace_s)
     stats = IngestWorker(settings).run(stop)
     console.print(f"ingest stopped after {stats.batches} batches: {stats.totals.as_dict()}")
 

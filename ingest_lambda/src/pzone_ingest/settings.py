@@ -34,6 +34,9 @@ class Settings(CoreSettings):
         "127.0.0.1", description="Metrics bind address (0.0.0.0 in a container)."
     )
     ingest_retry_max_s: float = Field(30.0, gt=0)
+    ingest_stop_grace_s: float = Field(
+        20.0, gt=0, description="After SIGTERM, exit even if the drain is stuck."
+    )
 
 
 def mqtt_endpoint(url: str) -> tuple[str, int, bool, str | None, str | None]:

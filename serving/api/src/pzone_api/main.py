@@ -7,12 +7,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from pzone.db.engine import make_engine
 from pzone.storage import object_store_from_settings
 from pzone_api.settings import Settings
+
+# The web UI: plain HTML/CSS/JS shipped inside the package (nginx can serve the same folder in front of the API).
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +50,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(objects.router)
     app.include_router(devices.router)
     app.include_router(dashboard.router)
+    _serve_ui(app)
     return app
+
+
+def _serve_ui(app: FastAPI) -> None:
+    """The web UI's static files at "/", for every HTTP request that no route matched.
+
+    Not ``app.mount("/", ...)``: a mount at "/" matches every path, so any route added after it (a router included
+    later, a test's own routes) would never be reached. As the router's fallback, every route wins, whenever added.
+    """
+    from fastapi.staticfiles import StaticFiles
+    from starlette.types import Receive, Scope, Send
+
+    ui = StaticFiles(directory=STATIC_DIR, html=True)
+    not_found = app.router.default
+
+    async def ui_or_not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        await (ui if scope["type"] == "http" else not_found)(scope, receive, send)
+
+    app.router.default = ui_or_not_found
 
 
 async def _retry_verdicts(app: FastAPI) -> None:

@@ -62,8 +62,11 @@ export function errorMessage(status, body, rawText = "") {
     return detail
       .map((item) => {
         const field = fieldName(item && item.loc);
-        const msg = (item && (item.msg || item.reason)) || "invalid value";
-        return field ? `${capitalize(field)}: ${msg}` : capitalize(String(msg));
+        const msg = String((item && (item.msg || item.reason)) || "invalid value");
+        const sentence = msg + (/[.!?]$/.test(msg) ? "" : ".");
+        // "password must be …" already names its field; "Field required" does not.
+        if (!field || msg.toLowerCase().startsWith(field.toLowerCase())) return capitalize(sentence);
+        return `${capitalize(field)}: ${sentence}`;
       })
       .join(" ");
   }

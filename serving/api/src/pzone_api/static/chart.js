@@ -18,9 +18,8 @@ function clock(ms) {
  * The tilt chart: x = measured time over the window ``[now - minutes, now]``, y = degrees from vertical (0 at the
  * bottom, 90 or more at the top), dots coloured by the reading's state.
  */
-export function tiltChart(points, { minutes = 60, deviceId = "", now = Date.now() } = {}) {
-  const width = 640;
-  const height = 240;
+export function tiltChart(points, { minutes = 60, deviceId = "", now = Date.now(), width = 640 } = {}) {
+  const height = width < 500 ? 220 : 260;
   const pad = { left: 44, right: 14, top: 14, bottom: 30 };
   const data = points
     .map((p) => ({ t: Date.parse(p.measured_at), deg: Number(p.tilt_deg), state: p.state }))

@@ -1,0 +1,113 @@
+"""The web UI's static files served by the API at "/", without shadowing any API route."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from pzone_api.main import STATIC_DIR
+from tests.support.api import make_app
+
+pytestmark = pytest.mark.integration
+
+ASSETS = {
+    "app.js": ("text/javascript", "application/javascript"),
+    "api.js": ("text/javascript", "application/javascript"),
+    "chart.js": ("text/javascript", "application/javascript"),
+    "app.css": ("text/css",),
+    "favicon.svg": ("image/svg+xml",),
+}
+
+
+@pytest.fixture
+def client(sqlite_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(make_app(sqlite_url, tmp_path / "data")) as test_client:
+        yield test_client
+
+
+def media_type(response: httpx.Response) -> str:
+    return response.headers["content-type"].split(";")[0].strip()
+
+
+def test_index_is_served_at_the_root(client: TestClient) -> None:
+    for path in ("/", "/index.html"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert media_type(response) == "text/html"
+        assert '<script type="module" src="app.js"></script>' in response.text
+        assert 'href="app.css"' in response.text
+
+
+@pytest.mark.parametrize("name", sorted(ASSETS))
+def test_assets_have_their_content_types(client: TestClient, name: str) -> None:
+    response = client.get(f"/{name}")
+    assert response.status_code == 200
+    # ES modules load only with a JavaScript MIME type; both spellings are valid.
+    assert media_type(response) in ASSETS[name]
+    assert response.content == (STATIC_DIR / name).read_bytes()
+
+
+def test_api_routes_win_over_the_static_mount(client: TestClient) -> None:
+    health = client.get("/api/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert client.get("/openapi.json").json()["info"]["title"] == "P-ZONE API"
+    assert client.get("/api/auth/me").status_code == 401  # the API's answer, not a static file
+    missing = client.get("/api/no-such-route")
+    assert missing.status_code == 404 and "<html" not in missing.text.lower()
+    assert client.get("/no-such-file.js").status_code == 404
+
+
+def test_every_route_wins_over_the_ui(client: TestClient) -> None:
+    """Every documented GET route answers itself (401, 403, 200 …), not the static files' bare 404."""
+    paths = client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for template, operations in paths.items():
+        if "get" not in operations:
+            continue
+        path = re.sub(r"\{[^}]+\}", "x", template)
+        response = client.get(path)
+        assert not (response.status_code == 404 and response.json() == {"detail": "Not Found"}), path
+        assert "<html" not in response.text[:200].lower() or path == "/docs" or path.startswith("/redoc"), (
+            path
+        )
+        checked += 1
+    assert checked >= 5
+
+
+def test_routes_added_after_create_app_still_win(sqlite_url: str, tmp_path: Path) -> None:
+    """The UI is the router's fallback, not a mount at "/" that would shadow routers included later."""
+    app = make_app(sqlite_url, tmp_path / "data")
+    later = APIRouter(prefix="/api/later")
+
+    @later.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    @later.post("/ping")
+    def ping_post() -> dict[str, str]:
+        return {"pong": "post"}
+
+    app.include_router(later)
+    with TestClient(app) as test_client:
+        assert test_client.get("/api/later/ping").json() == {"pong": "yes"}
+        assert test_client.post("/api/later/ping").json() == {"pong": "post"}
+        assert test_client.get("/").status_code == 200  # and the UI is still there
+
+
+def test_the_ui_needs_nothing_from_the_internet() -> None:
+    """No CDN, no web fonts, no external script: the machines have no internet (the SVG namespace is no fetch)."""
+    external = re.compile(r"(?:https?:)?//(?!www\.w3\.org/2000/svg)[a-z0-9.-]+\.[a-z]{2,}/", re.IGNORECASE)
+    files = [p for p in STATIC_DIR.rglob("*") if p.suffix in {".html", ".js", ".css", ".svg"}]
+    assert {p.name for p in files} >= {"index.html", *ASSETS}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert not external.search(text), f"{path.name} refers to {external.search(text)}"
+        assert "@import" not in text and "@font-face" not in text, path.name
