@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-import warnings
 import time
 import urllib.request
+import warnings
 
 import pytest
 from sqlalchemy import create_engine, select
