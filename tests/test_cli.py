@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from pzone_firmware.fleet import run_fleet
 from tests.support.ingest import REPO, audit, running_worker, wait_rows, worker_settings
-from tests.support.services import MosquittoBroker, free_port
+from tests.support.services import MosquittoBroker, free_port, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,31 @@ def test_simulate_devices_command_rejects_bad_options(broker: MosquittoBroker) -
 def test_pzone_up_runs_the_stack_on_embedded_defaults(tmp_path: Path) -> None:
     env = {"PZONE_DATA_DIR": str(tmp_path), "PZONE_INGEST_METRICS_PORT": "0", "COLUMNS": "160"}
     args = ["up", "--devices", "3", "--zones", "2", "--rate", "4", "--duration", "8", "--faulty-ratio", "0.1"]
-    done = pzone(*args, "--broker-port", str(free_port()), env=env, timeout=90)
+    api_port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pzone.cli",
+            *args,
+            "--broker-port",
+            str(free_port()),
+            "--api-port",
+            str(api_port),
+        ],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_port(api_port, timeout=40)
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/healthz", timeout=5) as response:
+        assert response.status == 200  # the API and web UI run beside the telemetry path
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/", timeout=5) as response:
+        assert b"P-ZONE" in response.read()
+    stdout, stderr = process.communicate(timeout=90)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "P-ZONE devices" in done.stdout and "readings stored" in done.stdout
     engine = create_engine(f"sqlite:///{tmp_path / 'pzone.db'}")

@@ -335,8 +335,11 @@ def up(
         float, typer.Option(min=0.0, max=1.0, help="Share of extra faulty payloads.")
     ] = 0.02,
     broker_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the embedded broker.")] = 11883,
+    api_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the API and web UI; 0: no API.")
+    ] = 8000,
 ) -> None:
-    """One machine, embedded defaults: broker + migrations + ingest + simulated fleet, printing what arrives."""
+    """One machine, embedded defaults: broker + migrations + ingest + simulated fleet + API and web UI."""
     from pzone.db.engine import make_engine, safe_url
     from pzone.migrations import upgrade
     from pzone.status import StatusBoard
@@ -395,6 +398,7 @@ def up(
     ]
     for thread in fleet_threads:
         thread.start()
+    api = _start_api(api_port) if api_port else None
     board = StatusBoard(make_engine(url))
     deadline = time.monotonic() + duration if duration else None
     try:
@@ -404,10 +408,31 @@ def up(
         for thread in fleet_threads:
             thread.join(timeout=30)
         worker_thread.join(timeout=60)
+        if api is not None:
+            api.should_exit = True
         if broker is not None:
             broker.stop()
     console.print(board.render())
     console.print(f"ingest: {worker.stats.totals.as_dict()}")
+
+
+def _start_api(port: int) -> Any:
+    """The API and web UI in a background thread of ``pzone up`` (plain HTTP on localhost: no Secure cookies)."""
+    try:
+        import uvicorn
+
+        from pzone_api.main import create_app
+        from pzone_api.settings import Settings as ApiSettings
+    except ImportError as exc:
+        raise _fail("pzone up needs the pzone-api package (uv sync installs the whole workspace)") from exc
+    app = create_app(ApiSettings(cookie_secure=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    console.print(
+        f"web UI and API: http://127.0.0.1:{port}/  (API docs: /docs; an operator for the dashboard: "
+        "pzone user create --role operator --email you@example.com)"
+    )
+    return server
 
 
 def _public_mqtt(settings: IngestSettings) -> str:
