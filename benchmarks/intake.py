@@ -44,6 +44,7 @@ from PIL import ExifTags, Image, features  # noqa: E402
 from pzone_api.images import (  # noqa: E402
     DEFAULT_QUALITY,
     DEFAULT_SIZES,
+    fit_within,
     inspect_and_derive,
     inspect_image,
     make_derivatives,
@@ -95,15 +96,6 @@ def synthesize(count: int, width: int, height: int) -> list[bytes]:
 # implementations
 
 
-def fit(size: tuple[int, int], box: int) -> tuple[int, int]:
-    width, height = size
-    if width <= box and height <= box:
-        return width, height
-    if width >= height:
-        return box, max(1, round(height * box / width))
-    return max(1, round(width * box / height)), box
-
-
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -128,7 +120,7 @@ def plain_pillow_derivatives(
     full = im.convert("RGB")
     out: dict[str, bytes] = {}
     for name, box in sizes.items():
-        small = full.resize(fit(full.size, box))  # BICUBIC, Pillow's default; no reducing_gap
+        small = full.resize(fit_within(full.size, box))  # BICUBIC, Pillow's default; no reducing_gap
         if transpose is not None:
             small = small.transpose(transpose)
         small.info = {}

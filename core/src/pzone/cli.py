@@ -53,34 +53,30 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _ingest_settings(**overrides: Any) -> IngestSettings:
-    try:
-        from pzone_ingest.settings import Settings
-    except ImportError as exc:  # the core CLI is installed without the ingest package
-        raise _fail(
-            "this command needs the pzone-ingest package (uv sync installs the whole workspace)"
-        ) from exc
+def _settings(module: str, package: str, overrides: dict[str, Any]) -> Any:
+    """A deployable's Settings from the environment plus overrides; a clear error if its package is missing."""
+    import importlib
+
     from pydantic import ValidationError
 
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings_class = importlib.import_module(module).Settings
+    except ImportError as exc:  # the core CLI is installed without that deployable's package
+        raise _fail(
+            f"this command needs the {package} package (uv sync installs the whole workspace)"
+        ) from exc
+    try:
+        return settings_class(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise _fail(f"invalid settings:\n{exc}") from exc
+
+
+def _ingest_settings(**overrides: Any) -> IngestSettings:
+    return _settings("pzone_ingest.settings", "pzone-ingest", overrides)
 
 
 def _api_settings(**overrides: Any) -> ApiSettings:
-    try:
-        from pzone_api.settings import Settings
-    except ImportError as exc:  # the core CLI is installed without the API package
-        raise _fail(
-            "this command needs the pzone-api package (uv sync installs the whole workspace)"
-        ) from exc
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        raise _fail(f"invalid settings:\n{exc}") from exc
+    return _settings("pzone_api.settings", "pzone-api", overrides)
 
 
 # --- db --------------------------------------------------------------------------------------------------------------

@@ -986,7 +986,7 @@ def _pillow_open(data: bytes, fmt: ImageFormat) -> ImageFile.ImageFile:
 def _draft(im: ImageFile.ImageFile, box: int) -> None:
     """JPEG only: let libjpeg scale by 1/2, 1/4 or 1/8 while decoding, keeping at least a ``box`` fit."""
     if im.format in ("JPEG", "MPO"):
-        im.draft(None, _fit(im.size, box))
+        im.draft(None, fit_within(im.size, box))
 
 
 def _decode(im: ImageFile.ImageFile) -> None:
@@ -1058,7 +1058,7 @@ def _taken_at(exif: Image.Exif | None) -> tuple[datetime | None, bool]:
 # derivatives
 
 
-def _fit(size: tuple[int, int], box: int) -> tuple[int, int]:
+def fit_within(size: tuple[int, int], box: int) -> tuple[int, int]:
     """``size`` scaled down (never up) to fit in ``box`` x ``box``, keeping the aspect ratio."""
     width, height = size
     if width <= box and height <= box:
@@ -1141,7 +1141,7 @@ def _derive(
     oriented = False
     encoded: dict[int, bytes] = {}
     for box in sorted(set(sizes.values()), reverse=True):
-        target = _fit(display_size, box)  # as displayed
+        target = fit_within(display_size, box)  # as displayed
         if not oriented:
             stored_target = (target[1], target[0]) if swap else target
             if current.size != stored_target:
