@@ -249,7 +249,23 @@ def ingest(
 
     stop = threading.Event()
     _stop_on_signals(stop, grace_s=settings.ingest_stop_grace_s)
-    stats = IngestWorker(settings).run(stop)
+    worker = IngestWorker(settings)
+    # The worker runs in its own thread so that signals only ever interrupt the main thread's idle wait.
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(stop)
+        except BaseException as exc:  # reported below, exit code 1
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="ingest-worker")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    if errors:
+        raise errors[0]
+    stats = worker.stats
     console.print(f"ingest stopped after {stats.batches} batches: {stats.totals.as_dict()}")
 
 

@@ -201,21 +201,28 @@ class IngestWorker:
         s = self.settings
         batch: list[_Pending] = []
         deadline: float | None = None
+        stale = 0
         while len(batch) < s.ingest_batch_size:
-            timeout = 0.2 if deadline is None else deadline - time.monotonic()
-            if timeout <= 0:
-                break
+            if deadline is None:
+                if stop.is_set():  # checked every round, not only when the queue runs dry
+                    break
+                timeout = 0.2
+            else:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
-                if deadline is None and stop.is_set():
-                    break
                 continue
             if item.connection != self._connection:
-                continue  # from a dead connection: the broker sends it again
+                stale += 1  # from a dead connection: the broker sends it again
+                continue
             batch.append(item)
             if deadline is None:
                 deadline = time.monotonic() + s.ingest_batch_max_wait_ms / 1000.0
+        if stale:
+            logger.info("dropped %d messages of an earlier connection (the broker redelivers them)", stale)
         return batch
 
     def _process(self, batch: list[_Pending], stop: threading.Event) -> bool:
