@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,15 +23,40 @@ SHARED_PG_ADMIN = os.environ.get("PZONE_TEST_PG_ADMIN", "postgresql://postgres@1
 PG_BIN = Path(os.environ.get("PZONE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the kernel's ephemeral range.
+
+    A port from the ephemeral range can be taken while its server is down: a client that keeps reconnecting to
+    127.0.0.1:P may be handed source port P and connect to itself (TCP simultaneous open), and then the restarted
+    server cannot bind. Ports outside that range are never handed out as source ports.
+    """
+    low, high = _ephemeral_range()
+    candidates = [port for port in range(20000, 32768) if not low <= port <= high]
+    for port in random.sample(candidates, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
+def wait_port(port: int, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something listens on the port; fail at once, with its stderr, if `process` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"the process for port {port} exited ({process.returncode}): {err.strip()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -75,7 +101,7 @@ class MosquittoBroker:
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        wait_port(self.port)
+        wait_port(self.port, process=self.process)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM): Mosquitto writes its persistence file, as a real restart would."""

@@ -1,0 +1,1 @@
+"""P-ZONE data pipeline stages: snapshot, prepare, register."""
