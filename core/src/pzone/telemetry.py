@@ -39,6 +39,10 @@ class TiltState(StrEnum):
     FALLEN = "fallen"
 
 
+# The classifier's classes, in label-id order (the training and serving tiers share it).
+TILT_CLASSES: tuple[str, ...] = tuple(state.value for state in TiltState)
+
+
 class InvalidReading(ValueError):
     """A message that breaks the contract; ``reason`` is stored with its dead letter."""
 
