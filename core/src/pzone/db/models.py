@@ -79,6 +79,8 @@ class SensorReading(Base):
     __table_args__ = (
         UniqueConstraint("device_id", "seq", name="uq_sensor_readings_device_seq"),
         Index("ix_sensor_readings_device_measured", "device_id", "measured_at"),
+        # Labels look readings up by server time (device clocks may be skewed); revision 0003.
+        Index("ix_sensor_readings_device_received", "device_id", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -201,6 +203,33 @@ class Photo(Base):
     model_version: Mapped[str | None] = mapped_column(String(100))
     verdict_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verdict_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PhotoLabel(Base):
+    """The measured state of a stored photo: the sensor's label (recomputed) and an operator's (kept, and winning).
+
+    Sensor columns (``label`` … ``params_hash``) are rewritten by every ``pzone.labels.refresh_labels``; the manual
+    columns only by ``set_manual_label``. ``label`` is null when the sensor could not tell, ``reason`` says why.
+    ``source`` is ``manual`` while ``manual_label`` is set, else ``sensor``.
+    """
+
+    __tablename__ = "photo_labels"
+
+    photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(16))  # the sensor's: upright, tilted, fallen or null
+    source: Mapped[str] = mapped_column(String(16), default="sensor")  # sensor or manual (the one that wins)
+    reason: Mapped[str] = mapped_column(String(32))  # "ok", or why there is no sensor label
+    # The nearest reading in the window (no foreign key: readings may be pruned, the label stays).
+    reading_id: Mapped[int | None] = mapped_column(BigInteger)
+    gap_s: Mapped[float | None] = mapped_column(Float)  # |reading time - taken_at|
+    readings_in_window: Mapped[int] = mapped_column(Integer, default=0)
+    angle_deg: Mapped[float | None] = mapped_column(Float)
+    quality: Mapped[float | None] = mapped_column(Float)  # 0..1
+    manual_label: Mapped[str | None] = mapped_column(String(16))
+    manual_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    manual_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    computed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # null: not yet computed
+    params_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the LabelParams used
 
 
 RAW_PAYLOAD_KEEP_BYTES = 65536
