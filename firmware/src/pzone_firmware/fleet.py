@@ -225,6 +225,7 @@ class _SimDevice:
         stop: threading.Event,
         buffer_size: int,
         on_done: Callable[[], None],
+        tilt_options: dict[str, float] | None = None,
     ) -> None:
         self.device_id = device_id
         self.on_done = on_done
@@ -236,7 +237,9 @@ class _SimDevice:
         self.fault_rng = random.Random(f"{seed}:{device_id}:fault")
         self.phase_s = setup.uniform(0.0, self.interval_s)  # spread the fleet's publishes over the interval
         synced = setup.random() >= 0.1  # one node in ten never got NTP: its readings carry no ts
-        self.model = TiltModel(random.Random(f"{seed}:{device_id}:tilt"), self.interval_s)
+        self.model = TiltModel(
+            random.Random(f"{seed}:{device_id}:tilt"), self.interval_s, **(tilt_options or {})
+        )
         sensor = SimulatedSensor(self.model.angle, rng=random.Random(f"{seed}:{device_id}:noise"))
         clock = SystemClock(skew_s=setup.gauss(0.0, 0.5), synced=synced, stop_event=stop)
         battery = SimulatedBattery(start=setup.uniform(30.0, 100.0), drain_per_reading=0.0005)
@@ -351,13 +354,17 @@ def run_fleet(
     buffer_size: int = 256,
     flush_timeout_s: float = 10.0,
     progress_interval_s: float = 1.0,
+    tilt_options: dict[str, float] | None = None,
+    on_start: Callable[[dict[str, TiltModel]], None] | None = None,
 ) -> FleetStats:
     """Run ``count`` virtual nodes publishing at ``rate_hz`` for ``duration_s``, then flush and disconnect.
 
     Device ids are ``{device_prefix}-{zone_id}-{i:04d}``. ``state_dir`` keeps each node's "flash" (its
     sequence lease) between runs, so sequence numbers continue; without it every run starts from 0.
     Setting ``stop_event`` ends the run early (still flushing). ``on_progress`` gets a snapshot about every
-    ``progress_interval_s`` from the calling thread.
+    ``progress_interval_s`` from the calling thread. ``tilt_options`` are keyword arguments of every device's
+    :class:`TiltModel` (event rates and durations). ``on_start`` gets each device's tilt model (by device id) once,
+    before the devices start: observers read the true tilt with ``model.current()`` and must not advance it.
     """
     if count < 1:
         raise ValueError("count must be >= 1")
@@ -391,6 +398,8 @@ def run_fleet(
             buffer_size=buffer_size,
             flush_timeout_s=flush_timeout_s,
             progress_interval_s=progress_interval_s,
+            tilt_options=tilt_options,
+            on_start=on_start,
         )
 
 
@@ -410,6 +419,8 @@ def _run(
     buffer_size: int,
     flush_timeout_s: float,
     progress_interval_s: float,
+    tilt_options: dict[str, float] | None = None,
+    on_start: Callable[[dict[str, TiltModel]], None] | None = None,
 ) -> FleetStats:
     running = [count]
     all_done = threading.Event()
@@ -433,9 +444,12 @@ def _run(
             stop=stop,
             buffer_size=buffer_size,
             on_done=one_done,
+            tilt_options=tilt_options,
         )
         for i in range(count)
     ]
+    if on_start is not None:
+        on_start({d.device_id: d.model for d in devices})
     started = time.monotonic()
 
     def snapshot(finished: bool) -> FleetStats:

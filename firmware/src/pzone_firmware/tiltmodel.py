@@ -44,6 +44,7 @@ class TiltModel:
         self.remaining_s = 0.0
         self.sway = 0.0
         self.events = 0
+        self.last = (self.tilt, self.azimuth)  # the latest sample, for observers (see current())
 
     def _enter(self, state: str) -> None:
         rng = self.rng
@@ -82,7 +83,13 @@ class TiltModel:
         # wind and passers-by: a small mean-reverting sway, larger while leaning on something wobbly
         sigma = 0.6 if self.state == LEANING else 0.25
         self.sway = 0.9 * self.sway + rng.gauss(0.0, sigma)
-        return max(0.0, min(180.0, self.tilt + self.sway)), self.azimuth
+        self.last = (max(0.0, min(180.0, self.tilt + self.sway)), self.azimuth)
+        return self.last
+
+    def current(self) -> tuple[float, float]:
+        """The latest sample (tilt, azimuth) without advancing the model: the object's true pose right now.
+        Safe to call from another thread (one tuple, replaced whole)."""
+        return self.last
 
     def angle(self, t: float = 0.0) -> tuple[float, float]:
         """The ``angle_fn`` for :class:`~pzone_firmware.hal_cpython.SimulatedSensor` (t is ignored on purpose)."""
