@@ -1,13 +1,18 @@
-"""The upload path of photo intake: bytes on the wire and API CPU per upload, three ways.
+"""The upload path of photo intake: bytes on the wire, and CPU per upload in the API and in the photo worker.
 
 * ``presigned`` (P-ZONE's path): ``POST /api/photos`` → the client PUTs the bytes straight to S3 (moto's real HTTP
-  server here) → ``POST /api/photos/{id}/complete``; the API fetches the object once to check it.
-* ``proxied``: the same photo as one multipart ``POST /api/photos/upload`` through the API.
+  server here) → ``POST /api/photos/{id}/complete``: the API checks the object's size with a HEAD and enqueues the
+  job; the photo worker fetches the object once to check, hash, copy and thumbnail it.
+* ``proxied``: the same photo as one multipart ``POST /api/photos/upload`` through the API, which streams the body
+  to the store's staging key and enqueues the same job.
 * ``base64``: the seed's path, the photo base64-encoded in a JSON body (``POST /bench/base64``, a route that exists
-  only in this benchmark's app and then runs the same intake code).
+  only in this benchmark's app: decode, stage in the store, enqueue the same job).
 
-Every path ends in the same checks, derivatives and storage, so the CPU differences are the transport's. The API runs
-as its own uvicorn process (PostgreSQL, S3 via moto) and its CPU time is read from /proc (psutil) around each path.
+Every path ends in the same job (checks, derivatives, storage) in the worker, so the API's CPU differences are the
+transport's. The API runs as its own uvicorn process and the worker (``pzone photos worker``) as another, talking
+through the shared Redis (a queue name of its own), with PostgreSQL and S3 via moto; the CPU time of each process is
+read from /proc (psutil) around each path: ``*_api_cpu_s`` is the API process only, ``*_worker_cpu_s`` the worker's,
+so that their sum is the honest total. One upload per path warms both processes up first and is not counted.
 Each upload carries a distinct JPEG comment, so deduplication never skips work.
 """
 
@@ -15,11 +20,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +38,20 @@ from pydantic import BaseModel
 from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
 from pzone.telemetry import Limits
-from pzone_api.api.deps import CsrfChecked, CurrentUser, DbDep, SettingsDep, StoreDep
+from pzone_api.api.deps import CsrfChecked, CurrentUser, DbDep, PhotoQueueDep, SettingsDep, StoreDep
 from pzone_api.api.routes.photos import PhotoOut, photo_out
-from pzone_api.intake import IntakeError, store_streamed_upload
+from pzone_api.intake import IntakeError, stage_upload
+from pzone_api.processing import await_processing
 from pzone_ingest.messages import from_iot_event
 from pzone_ingest.processing import process_batch
-from tests.support.api import app_from_env
+from tests.support.api import (
+    TEST_REDIS_URL,
+    app_from_env,
+    delete_queue_keys,
+    delete_redis_keys,
+    random_queue_name,
+    random_redis_prefix,
+)
 from tests.support.s3 import FAKE_AWS_ENV, MotoServer
 from tests.support.services import create_database, drop_database, free_port, wait_port
 
@@ -55,15 +70,20 @@ def bench_app_from_env() -> FastAPI:
 
     @app.post("/bench/base64", status_code=201, dependencies=[CsrfChecked])
     def upload_base64(
-        body: Base64Photo, user: CurrentUser, db: DbDep, store: StoreDep, settings: SettingsDep
+        body: Base64Photo,
+        user: CurrentUser,
+        db: DbDep,
+        store: StoreDep,
+        settings: SettingsDep,
+        queue: PhotoQueueDep,
     ) -> PhotoOut:
-        """The seed's upload: the image base64-encoded inside JSON."""
+        """The seed's upload: the image base64-encoded inside JSON (then staged and queued like the others)."""
         try:
             data = base64.b64decode(body.image, validate=True)
         except binascii.Error:
             raise HTTPException(422, "image is not base64") from None
         try:
-            photo = store_streamed_upload(
+            staged = stage_upload(
                 db,
                 store,
                 settings,
@@ -74,6 +94,8 @@ def bench_app_from_env() -> FastAPI:
                 zone_id=None,
                 taken_at=None,
             )
+            queue.enqueue(staged.id)
+            photo = await_processing(db, settings, queue, staged.id)
         except IntakeError as exc:
             raise HTTPException(exc.status, {"code": exc.code, "reason": exc.reason}) from None
         return photo_out(photo, store)
@@ -89,9 +111,30 @@ def with_comment(jpeg: bytes, text: str) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
 
 
-def _cpu(process: psutil.Process) -> float:
+@dataclass(frozen=True)
+class CpuSample:
+    """A process's CPU time: from /proc/<pid>/stat (all threads, also exited ones, in 10 ms ticks) and per live
+    thread from /proc/<pid>/task/<tid>/schedstat (nanoseconds)."""
+
+    ticks_s: float
+    threads_s: dict[int, float]
+
+
+def _cpu(process: psutil.Process) -> CpuSample:
     times = process.cpu_times()
-    return float(times.user + times.system)
+    threads: dict[int, float] = {}
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            threads[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+    return CpuSample(float(times.user + times.system), threads)
+
+
+def _cpu_used(before: CpuSample, after: CpuSample) -> float:
+    """CPU seconds between two samples: nanosecond-exact when no thread ended in between (a thread born in
+    between counts whole), else the 10 ms-tick figure, which also counts the threads that ended."""
+    if before.threads_s and set(before.threads_s) <= set(after.threads_s):
+        return sum(now - before.threads_s.get(tid, 0.0) for tid, now in after.threads_s.items())
+    return after.ticks_s - before.ticks_s
 
 
 def upload_section(photos: list[bytes], uploads_per_path: int, log: Any) -> dict[str, Any]:
@@ -100,6 +143,7 @@ def upload_section(photos: list[bytes], uploads_per_path: int, log: Any) -> dict
     moto = MotoServer()
     moto.start()
     port = free_port()
+    queue_name, redis_prefix = random_queue_name(), random_redis_prefix()
     env = {
         **os.environ,
         **FAKE_AWS_ENV,
@@ -110,8 +154,14 @@ def upload_section(photos: list[bytes], uploads_per_path: int, log: Any) -> dict
         "PZONE_S3_REGION": "us-east-1",
         "PZONE_COOKIE_SECURE": "false",
         "PZONE_DATA_DIR": str(Path(os.environ.get("TMPDIR", "/tmp")) / f"pzone-bench-{port}"),
+        "PZONE_REDIS_URL": TEST_REDIS_URL,
+        "PZONE_PROCESSING_QUEUE_NAME": queue_name,
+        "PZONE_TEST_REDIS_PREFIX": redis_prefix,
+        "PZONE_LOG_LEVEL": "WARNING",
     }
-    api = None
+    for unset in ("PZONE_MODEL_TIER_URL", "PZONE_PROCESSING_IMMEDIATE"):
+        env.pop(unset, None)
+    api = worker = None
     try:
         upgrade(url)
         engine = make_engine(url)
@@ -146,18 +196,62 @@ def upload_section(photos: list[bytes], uploads_per_path: int, log: Any) -> dict
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pzone.cli", "photos", "worker"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(port, timeout=30)
-        api_cpu = psutil.Process(api.pid)
-        return _measure(f"http://127.0.0.1:{port}", api_cpu, photos, uploads_per_path, log)
+        processes = {"api": psutil.Process(api.pid), "worker": psutil.Process(worker.pid)}
+        return _measure(f"http://127.0.0.1:{port}", processes, photos, uploads_per_path, log)
     finally:
-        if api is not None:
-            api.terminate()
-            api.wait(timeout=20)
+        for process in (api, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
         moto.stop()
         drop_database(name)
+        delete_queue_keys(TEST_REDIS_URL, queue_name)
+        delete_redis_keys(TEST_REDIS_URL, redis_prefix)
 
 
-def _measure(base_url: str, api_cpu: psutil.Process, photos: list[bytes], n: int, log: Any) -> dict[str, Any]:
+def _upload(
+    client: httpx.Client, storage: httpx.Client, headers: dict[str, str], path: str, data: bytes
+) -> int:
+    """One upload by ``path``; returns the request bytes the client sent. Raises unless the photo was stored."""
+    if path == "presigned":
+        body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)}
+        created = client.post("/api/photos", json=body, headers=headers)
+        created.raise_for_status()
+        ticket = created.json()
+        put = storage.put(ticket["upload"]["url"], content=data, headers=ticket["upload"]["headers"])
+        put.raise_for_status()
+        done = client.post(f"/api/photos/{ticket['photo']['id']}/complete", headers=headers)
+        sent = len(created.request.content) + len(put.request.content) + len(done.request.content)
+    elif path == "proxied":
+        request = client.build_request(
+            "POST",
+            "/api/photos/upload",
+            files={"file": ("p.jpg", data, "image/jpeg")},
+            data={"device_id": "dev-1"},
+            headers=headers,
+        )
+        sent = len(request.read())  # the multipart body as it goes on the wire
+        done = client.send(request)
+    else:
+        body64 = {"device_id": "dev-1", "image": base64.b64encode(data).decode()}
+        done = client.post("/bench/base64", json=body64, headers=headers)
+        sent = len(done.request.content)
+    if done.status_code not in (200, 201) or done.json()["status"] != "stored":
+        raise RuntimeError(f"{path} upload failed: {done.status_code} {done.text[:300]}")
+    return sent
+
+
+def _measure(
+    base_url: str, processes: dict[str, psutil.Process], photos: list[bytes], n: int, log: Any
+) -> dict[str, Any]:
     client = httpx.Client(base_url=base_url, timeout=60)
     signed = client.post(
         "/api/auth/signup", json={"email": "bench@example.com", "password": "benchmark password"}
@@ -165,46 +259,29 @@ def _measure(base_url: str, api_cpu: psutil.Process, photos: list[bytes], n: int
     signed.raise_for_status()
     headers = {"X-CSRF-Token": signed.json()["csrf_token"]}
     storage = httpx.Client(timeout=60)
+    paths = ("presigned", "proxied", "base64")
+    for path in paths:  # warm-up: imports, connections, first-call costs in both processes
+        _upload(client, storage, headers, path, with_comment(photos[0], f"warm-{path}-{time.time_ns()}"))
     results: dict[str, Any] = {}
-    for path in ("presigned", "proxied", "base64"):
+    for path in paths:
         sent = image_bytes = 0
-        cpu_before, started = _cpu(api_cpu), time.perf_counter()
+        before = {name: _cpu(process) for name, process in processes.items()}
+        started = time.perf_counter()
         for i in range(n):
             data = with_comment(photos[i % len(photos)], f"{path}-{i}-{time.time_ns()}")
             image_bytes += len(data)
-            if path == "presigned":
-                body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)}
-                created = client.post("/api/photos", json=body, headers=headers)
-                created.raise_for_status()
-                ticket = created.json()
-                put = storage.put(ticket["upload"]["url"], content=data, headers=ticket["upload"]["headers"])
-                put.raise_for_status()
-                done = client.post(f"/api/photos/{ticket['photo']['id']}/complete", headers=headers)
-                sent += len(created.request.content) + len(put.request.content) + len(done.request.content)
-            elif path == "proxied":
-                request = client.build_request(
-                    "POST",
-                    "/api/photos/upload",
-                    files={"file": ("p.jpg", data, "image/jpeg")},
-                    data={"device_id": "dev-1"},
-                    headers=headers,
-                )
-                sent += len(request.read())  # the multipart body as it goes on the wire
-                done = client.send(request)
-            else:
-                body64 = {"device_id": "dev-1", "image": base64.b64encode(data).decode()}
-                done = client.post("/bench/base64", json=body64, headers=headers)
-                sent += len(done.request.content)
-            if done.status_code not in (200, 201):
-                raise RuntimeError(f"{path} upload failed: {done.status_code} {done.text[:300]}")
+            sent += _upload(client, storage, headers, path, data)
         seconds = time.perf_counter() - started
-        cpu = (_cpu(api_cpu) - cpu_before) / n
+        cpu = {name: _cpu_used(before[name], _cpu(process)) / n for name, process in processes.items()}
         results[path] = {
             "bytes_ratio": round(sent / image_bytes, 4),
-            "api_cpu_s": round(cpu, 4),
+            "api_cpu_s": round(cpu["api"], 4),
+            "worker_cpu_s": round(cpu["worker"], 4),
+            "total_cpu_s": round(cpu["api"] + cpu["worker"], 4),
             "wall_s_per_upload": round(seconds / n, 3),
         }
         log(f"{path}: {results[path]}")
+    presigned_api = max(results["presigned"]["api_cpu_s"], 1e-4)
     return {
         "uploads_per_path": n,
         "presigned_bytes_ratio": results["presigned"]["bytes_ratio"],
@@ -213,5 +290,10 @@ def _measure(base_url: str, api_cpu: psutil.Process, photos: list[bytes], n: int
         "presigned_api_cpu_s": results["presigned"]["api_cpu_s"],
         "proxied_api_cpu_s": results["proxied"]["api_cpu_s"],
         "base64_api_cpu_s": results["base64"]["api_cpu_s"],
+        "presigned_worker_cpu_s": results["presigned"]["worker_cpu_s"],
+        "proxied_worker_cpu_s": results["proxied"]["worker_cpu_s"],
+        "base64_worker_cpu_s": results["base64"]["worker_cpu_s"],
+        "proxied_vs_presigned_api_cpu": round(results["proxied"]["api_cpu_s"] / presigned_api, 2),
+        "base64_vs_presigned_api_cpu": round(results["base64"]["api_cpu_s"] / presigned_api, 2),
         "upload_paths": results,
     }

@@ -201,3 +201,10 @@ def test_pzone_api_process_answers_healthz_and_docs(tmp_path: Path) -> None:
             process.wait(timeout=5)
     output = log.read_text()
     assert "hint:" not in output and f"http://127.0.0.1:{port}/docs" in output
+
+
+def test_pzone_photos_worker_needs_a_queue(tmp_path: Path) -> None:
+    """Without PZONE_REDIS_URL the API processes photos itself: the worker refuses to start, and says why."""
+    result = pzone("photos", "worker", env=cli_env(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "PZONE_REDIS_URL" in result.stdout

@@ -23,7 +23,16 @@ from pzone.telemetry import Limits
 from pzone_api.verdicts import retry_pending
 from pzone_ingest.messages import from_iot_event
 from pzone_ingest.processing import process_batch
-from tests.support.api import make_app, signup
+from tests.support.api import (
+    TEST_REDIS_URL,
+    delete_queue_keys,
+    delete_redis_keys,
+    make_app,
+    photo_worker_process,
+    random_queue_name,
+    random_redis_prefix,
+    signup,
+)
 from tests.support.images import bad_uploads
 from tests.support.model_tier import MODEL_VERSION, ModelTierStandIn
 from tests.support.s3 import MotoServer
@@ -281,3 +290,149 @@ def test_refusals_of_the_upload_flow(api: dict[str, Any]) -> None:
             client.put(other, content=b"x" * 101, headers={"Content-Type": "image/jpeg"}).status_code == 413
         )
         assert not store.exists("uploads/y")
+
+
+# --- the photo worker: a separate process fed through the real Redis --------------------------------------------------
+@pytest.fixture
+def queued(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Settings for an API that queues photos on the shared Redis, under a queue name and key prefix of its own."""
+    queue_name, prefix = random_queue_name(), random_redis_prefix()
+    env = {
+        "PZONE_DATABASE_URL": pg_url,
+        "PZONE_DATA_DIR": str(tmp_path / "data"),
+        "PZONE_REDIS_URL": TEST_REDIS_URL,
+        "PZONE_PROCESSING_QUEUE_NAME": queue_name,
+        "PZONE_LOG_LEVEL": "WARNING",
+    }
+    for name in (
+        "PZONE_S3_BUCKET",
+        "PZONE_S3_ENDPOINT_URL",
+        "PZONE_MODEL_TIER_URL",
+        "PZONE_PROCESSING_IMMEDIATE",
+    ):
+        env[name] = ""  # never from the surrounding environment
+    add_device(pg_url)
+    try:
+        yield {
+            "env": env,
+            "db": pg_url,
+            "queue_name": queue_name,
+            "prefix": prefix,
+            "log": tmp_path / "worker.log",
+        }
+    finally:
+        delete_queue_keys(TEST_REDIS_URL, queue_name)
+        delete_redis_keys(TEST_REDIS_URL, prefix)
+
+
+def queued_app(queued: dict[str, Any], **settings: Any) -> Any:
+    return make_app(
+        queued["db"],
+        Path(queued["env"]["PZONE_DATA_DIR"]),
+        TEST_REDIS_URL,
+        redis_key_prefix=queued["prefix"],
+        processing_queue_name=queued["queue_name"],
+        **settings,
+    )
+
+
+def worker_env(queued: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in queued["env"].items() if v}  # empty ones would be invalid settings
+
+
+def test_worker_process_processes_and_refuses_through_redis(queued: dict[str, Any]) -> None:
+    """API here, worker in its own process, the queue and the outcomes in Redis: same answers as in-process."""
+    app = queued_app(queued, processing_wait_s=30.0)
+    with TestClient(app) as client, photo_worker_process(worker_env(queued), queued["log"]):
+        assert not app.state.photo_queue.immediate
+        store = app.state.store
+        csrf = signup(client, "w@example.com", "correct horse battery")
+        done = direct_upload(client, csrf, photo_bytes((640, 480), orientation=6, gps=True))
+        assert done.status_code == 200, done.text + queued["log"].read_text()
+        photo = done.json()
+        assert photo["status"] == "stored" and (photo["width"], photo["height"]) == (480, 640)
+        thumb = Image.open(io.BytesIO(fetch(client, photo["thumb_url"])))
+        assert max(thumb.size) <= 256 and not thumb.getexif()
+        multipart = client.post(
+            "/api/photos/upload",
+            files={"file": ("p.jpg", photo_bytes((800, 600)), "image/jpeg")},
+            data={"device_id": "dev-1"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert multipart.status_code == 201 and multipart.json()["status"] == "stored", multipart.text
+        again = client.post(f"/api/photos/{photo['id']}/complete", headers={"X-CSRF-Token": csrf})
+        assert again.status_code == 409 and again.json()["detail"]["code"] == "already_completed"
+        rows, before = _rows(queued["db"]), object_keys(store)
+        for bad in bad_uploads():
+            created = client.post(
+                "/api/photos",
+                json={
+                    "device_id": "dev-1",
+                    "content_type": bad.declared_content_type,
+                    "size": max(len(bad.data), 1),
+                },
+                headers={"X-CSRF-Token": csrf},
+            )
+            if created.status_code != 201:
+                continue  # refused from its declared type already
+            ticket = created.json()
+            put_upload(client, ticket["upload"], bad.data)
+            response = client.post(
+                f"/api/photos/{ticket['photo']['id']}/complete", headers={"X-CSRF-Token": csrf}
+            )
+            assert 400 <= response.status_code < 500, (bad.name, response.text)
+            detail = response.json()["detail"]
+            assert detail["code"] and detail["reason"], bad.name
+            assert _rows(queued["db"]) == rows, bad.name  # no orphan rows
+            assert object_keys(store) == before, bad.name  # no orphan objects
+        bad_multipart = client.post(
+            "/api/photos/upload",
+            files={"file": ("t.jpg", bad_uploads()[1].data, "image/jpeg")},
+            data={"device_id": "dev-1"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert bad_multipart.status_code == 422 and bad_multipart.json()["detail"]["code"] == "truncated"
+        assert _rows(queued["db"]) == rows and object_keys(store) == before
+
+
+def test_stopped_worker_gives_202_and_the_photo_is_finished_once_a_worker_starts(
+    queued: dict[str, Any],
+) -> None:
+    app = queued_app(queued, processing_wait_s=0.5)
+    with TestClient(app) as client:
+        csrf = signup(client, "s@example.com", "correct horse battery")
+        headers = {"X-CSRF-Token": csrf}
+        accepted = direct_upload(client, csrf, photo_bytes())
+        assert accepted.status_code == 202, accepted.text
+        photo_id = accepted.json()["id"]
+        assert accepted.json()["status"] == "processing" and accepted.json()["thumb_url"] is None
+        assert client.get(f"/api/photos/{photo_id}").json()["status"] == "processing"
+        assert client.get("/api/photos").json()["total"] == 0  # the history lists stored photos only
+        asking_again = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert asking_again.status_code == 202  # waits for the same job, which is not done yet
+        bad = bad_uploads()[1]  # truncated JPEG: refused by the worker, later
+        refused_later = direct_upload(client, csrf, bad.data)
+        assert refused_later.status_code == 202
+        refused_id = refused_later.json()["id"]
+
+        with photo_worker_process(worker_env(queued), queued["log"]):
+            deadline = time.monotonic() + 60
+            while client.get(f"/api/photos/{photo_id}").json()["status"] != "stored":
+                assert time.monotonic() < deadline, queued["log"].read_text()
+                time.sleep(0.2)
+            while client.get(f"/api/photos/{refused_id}").status_code != 404:
+                assert time.monotonic() < deadline, queued["log"].read_text()
+                time.sleep(0.2)
+        stored = client.get(f"/api/photos/{photo_id}").json()
+        assert stored["thumb_url"] and stored["sha256"] and client.get("/api/photos").json()["total"] == 1
+        # asking again collects the outcome the worker left: the photo, or the refusal's reason (once)
+        collected = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert collected.status_code == 200 and collected.json()["status"] == "stored"
+        twice = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert twice.status_code == 409 and twice.json()["detail"]["code"] == "already_completed"
+        reason = client.post(f"/api/photos/{refused_id}/complete", headers=headers)
+        assert reason.status_code == 422 and reason.json()["detail"]["code"] == bad.expected_code
+        assert client.post(f"/api/photos/{refused_id}/complete", headers=headers).status_code == 404
+        assert _rows(queued["db"]) == 1 and not any(
+            k.startswith("uploads/") for k in object_keys(app.state.store)
+        )

@@ -137,6 +137,48 @@ def api_process(env: Mapping[str, str], timeout: float = 20.0) -> Iterator[str]:
             process.wait(timeout=5)
 
 
+def random_queue_name() -> str:
+    """A huey queue name of its own (its Redis keys are ``huey.*.<name>*``): tests on a shared Redis never meet."""
+    return f"pzonetest{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def photo_worker_process(
+    env: Mapping[str, str], log_file: Path, workers: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``pzone photos worker`` in its own process (settings from ``env``, as the API's; its output goes to
+    ``log_file``); stopped with SIGTERM (finish the photos in hand) when the block ends."""
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pzone.cli", "photos", "worker", "--workers", str(workers)],
+            cwd=REPO,
+            env={**os.environ, "COLUMNS": "200", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def delete_queue_keys(redis_url: str, queue_name: str) -> int:
+    """Remove a test queue's huey keys (queue, results, notifications); returns how many."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"huey.*{queue_name}*", count=500))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
+
+
 def signup(client: TestClient, email: str, password: str) -> str:
     """Sign up (and so log in) on this client; returns the session's CSRF token. Asserts a 201."""
     response = client.post("/api/auth/signup", json={"email": email, "password": password})

@@ -27,7 +27,9 @@ simulate_app = typer.Typer(
     help="Simulated devices and clients on the real wire formats.", no_args_is_help=True
 )
 user_app = typer.Typer(help="Accounts of the web front.", no_args_is_help=True)
+photos_app = typer.Typer(help="Photo processing (the worker behind the API).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(photos_app, name="photos")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(user_app, name="user")
 console = Console()
@@ -209,6 +211,43 @@ def user_create(
     console.print(f"created {user.role} [bold]{escape(user.email)}[/bold] (id {user.id})")
 
 
+# --- photos ----------------------------------------------------------------------------------------------------------
+@photos_app.command("worker")
+def photos_worker(
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker threads (the image work releases the GIL mostly).")
+    ] = 1,
+    shutdown_timeout: Annotated[
+        float, typer.Option(min=0.0, help="Seconds a SIGTERM waits for the photos in hand.")
+    ] = 30.0,
+) -> None:
+    """Process uploaded photos from the queue (PZONE_REDIS_URL): checks, SHA-256, original, thumbnails, verdict.
+
+    Same settings as the API (PZONE_*). SIGTERM finishes the photos in hand, then exits; SIGINT stops at once.
+    """
+    settings = _api_settings()
+    if settings.redis_url is None or settings.processing_in_api:
+        raise _fail(
+            "no queue to work on: set PZONE_REDIS_URL (without it, or with PZONE_PROCESSING_IMMEDIATE=true, the "
+            "API processes photos itself)"
+        )
+    from pzone.db.engine import make_engine, safe_url
+    from pzone.storage import object_store_from_settings
+    from pzone_api.processing import photo_queue_from_settings
+
+    engine = make_engine(settings.sqlalchemy_url)
+    queue = photo_queue_from_settings(settings, engine, object_store_from_settings(settings))
+    console.print(
+        f"photo worker: queue {settings.processing_queue_name!r}, {workers} thread(s), database "
+        f"{escape(safe_url(settings.sqlalchemy_url))}"
+    )
+    try:
+        queue.consumer(workers, graceful_signal="TERM", shutdown_timeout=shutdown_timeout).run()
+    finally:
+        queue.close()
+        engine.dispose()
+
+
 # --- ingest ----------------------------------------------------------------------------------------------------------
 def _stop_on_signals(stop: threading.Event, grace_s: float | None = None) -> None:
     def handler(signum: int, _frame: Any) -> None:
@@ -326,6 +365,174 @@ def simulate_devices(
     )
 
 
+@simulate_app.command("photos")
+def simulate_photos(
+    count: Annotated[int, typer.Option(min=1, max=100_000, help="Photos to take and upload.")] = 20,
+    api: Annotated[str, typer.Option(help="Base URL of the API.")] = "http://127.0.0.1:8000",
+    user: Annotated[
+        str | None, typer.Option(help="Log in with this e-mail; default: sign up a new simulated client.")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Password of --user.", envvar="PZONE_SIMULATE_PASSWORD")
+    ] = None,
+    devices: Annotated[
+        int, typer.Option(min=1, max=500, help="Virtual devices of the in-process fleet.")
+    ] = 6,
+    zone: Annotated[str, typer.Option(help="Zone id of the devices.")] = "zone-photos",
+    rate: Annotated[float, typer.Option(min=0.1, max=20.0, help="Readings per second per device.")] = 2.0,
+    interval: Annotated[float, typer.Option(min=0.0, help="Seconds between two photos.")] = 1.0,
+    fall_rate: Annotated[float, typer.Option(min=0.0, help="Falls per device and hour.")] = 120.0,
+    lean_rate: Annotated[float, typer.Option(min=0.0, help="Leanings (tilted) per device and hour.")] = 150.0,
+    mean_fallen: Annotated[
+        float, typer.Option(min=0.1, help="Mean seconds a fallen device stays down.")
+    ] = 20.0,
+    mean_leaning: Annotated[float, typer.Option(min=0.1, help="Mean seconds a device stays tilted.")] = 20.0,
+    width: Annotated[int, typer.Option(min=64, max=4096, help="Photo width in pixels.")] = 640,
+    height: Annotated[int, typer.Option(min=64, max=4096, help="Photo height in pixels.")] = 480,
+    seed: Annotated[int, typer.Option(help="Random seed of the fleet, the choices and the renderer.")] = 0,
+    mqtt_url: Annotated[
+        str | None, typer.Option("--mqtt-url", "--broker", help="Broker URL; default PZONE_MQTT_URL.")
+    ] = None,
+    wait_devices: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for the devices to appear in the API.")
+    ] = 60.0,
+) -> None:
+    """Virtual clients photograph the devices of an in-process fleet at their TRUE tilt and upload the photos.
+
+    The fleet publishes to the broker; an ingest worker (`pzone ingest`, or `pzone up`) must store its readings in
+    the API's database: the API accepts photos of known devices only, and the photos' labels come later from those
+    readings. No label is sent with a photo.
+    """
+    from datetime import UTC, datetime
+
+    import httpx
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pzone.photosim.client import ApiClient, ApiError, DeviceState, photograph
+    from pzone.settings import CoreSettings
+    from pzone.telemetry import check_id, classify_tilt
+
+    check_id("zone_id", zone)
+    if (user is None) != (password is None):
+        raise _fail("give both --user and --password (or neither, to sign up a simulated client)")
+    url = mqtt_url or _ingest_settings().mqtt_url.get_secret_value()
+    core = CoreSettings()
+    fleet = _fleet_module()
+    rng = np.random.default_rng(seed)
+    client = ApiClient(api)
+    try:
+        if user is not None and password is not None:
+            client.login(user, password)
+        else:
+            email, _ = client.signup_random()
+            console.print(f"signed up simulated client [bold]{escape(email)}[/bold]")
+    except (httpx.HTTPError, ApiError) as exc:
+        client.close()
+        raise _fail(escape(f"cannot sign in at {api}: {exc}")) from None
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    models: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def on_start(by_device: dict[str, Any]) -> None:
+        models.update(by_device)
+        ready.set()
+
+    fleet_errors: list[BaseException] = []
+
+    def run_fleet() -> None:
+        try:
+            fleet.run_fleet(
+                url,
+                devices,
+                rate,
+                10.0**9,
+                zone,
+                seed=seed,
+                stop_event=stop,
+                state_dir=core.data_dir / "fleet-photos",  # sequence numbers go on across runs
+                tilt_options={
+                    "fall_rate_per_h": fall_rate,
+                    "lean_rate_per_h": lean_rate,
+                    "mean_fallen_s": mean_fallen,
+                    "mean_leaning_s": mean_leaning,
+                },
+                on_start=on_start,
+            )
+        except BaseException as exc:  # reported by the main thread
+            fleet_errors.append(exc)
+            ready.set()
+
+    fleet_thread = threading.Thread(target=run_fleet, name="photo-fleet", daemon=True)
+    fleet_thread.start()
+    uploaded = failed = 0
+    classes: dict[str, int] = {}
+    try:
+        ready.wait()
+        if fleet_errors:
+            raise _fail(escape(f"the fleet did not start: {fleet_errors[0]}"))
+        ids = sorted(models)
+        deadline = time.monotonic() + wait_devices
+        with console.status("waiting for the devices' readings to reach the API (ingest)…"):
+            while not stop.is_set():
+                try:
+                    known = {d["id"] for d in client.devices()}
+                except (httpx.HTTPError, ApiError) as exc:
+                    raise _fail(escape(f"device list: {exc}")) from None
+                if known.issuperset(ids):
+                    break
+                if time.monotonic() > deadline:
+                    raise _fail(
+                        f"{len(set(ids) - known)} of {len(ids)} devices unknown to the API after {wait_devices:g}s: "
+                        "is an ingest worker (pzone ingest) storing this broker's readings in the API's database?"
+                    )
+                stop.wait(0.5)
+        upright_max, fallen_min = core.tilt_upright_max_deg, core.tilt_fallen_min_deg
+        with Progress(
+            TextColumn("[bold]photos[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("photos", total=count, info="")
+            next_at = time.monotonic()
+            for _ in range(count):
+                if stop.wait(max(0.0, next_at - time.monotonic())):
+                    break
+                next_at = time.monotonic() + interval
+                device_id = ids[int(rng.integers(len(ids)))]
+                tilt, azimuth = models[device_id].current()
+                state = DeviceState(device_id, zone, tilt, azimuth, datetime.now(UTC))
+                data = photograph(state, rng, size=(width, height))
+                try:
+                    client.upload(data, device_id=device_id, taken_at=state.at)
+                except (httpx.HTTPError, ApiError) as exc:
+                    failed += 1
+                    logging.getLogger("pzone.simulate").warning("upload failed: %s", exc)
+                else:
+                    uploaded += 1
+                    label = classify_tilt(tilt, upright_max, fallen_min).value
+                    classes[label] = classes.get(label, 0) + 1
+                progress.update(task, advance=1, info=f"{uploaded} uploaded, {failed} failed")
+        # the readings just after the last photo should reach the database too
+        stop.wait(2.0 / rate + 0.5)
+    finally:
+        stop.set()
+        fleet_thread.join(timeout=60)
+        client.close()
+    shown = ", ".join(f"{name} {classes.get(name, 0)}" for name in ("upright", "tilted", "fallen"))
+    console.print(
+        f"{uploaded} photos uploaded, {failed} failed, of {len(models)} devices in {zone}; "
+        f"true tilt at the moment of each photo (for information, never sent): {shown}"
+    )
+    if failed and not uploaded:
+        raise typer.Exit(code=1)
+
+
 def _fleet_module() -> Any:
     try:
         from pzone_firmware import fleet
@@ -410,7 +617,7 @@ def up(
     ]
     for thread in fleet_threads:
         thread.start()
-    api = _start_api(api_port) if api_port else None
+    api, photo_worker = _start_api(api_port) if api_port else (None, None)
     board = StatusBoard(make_engine(url))
     deadline = time.monotonic() + duration if duration else None
     try:
@@ -422,14 +629,20 @@ def up(
         worker_thread.join(timeout=60)
         if api is not None:
             api.should_exit = True
+        if photo_worker is not None:
+            photo_worker.stop(graceful=True)
         if broker is not None:
             broker.stop()
     console.print(board.render())
     console.print(f"ingest: {worker.stats.totals.as_dict()}")
 
 
-def _start_api(port: int) -> Any:
-    """The API and web UI in a background thread of ``pzone up`` (plain HTTP on localhost: no Secure cookies)."""
+def _start_api(port: int) -> tuple[Any, Any]:
+    """The API and web UI in a background thread of ``pzone up`` (plain HTTP on localhost: no Secure cookies).
+
+    Embedded (no PZONE_REDIS_URL) the API processes photos itself (huey's immediate mode); with a Redis queue,
+    a photo worker (a huey consumer) runs in threads of this process too. Returns (server, consumer or None).
+    """
     try:
         import uvicorn
 
@@ -437,14 +650,27 @@ def _start_api(port: int) -> Any:
         from pzone_api.settings import Settings as ApiSettings
     except ImportError as exc:
         raise _fail("pzone up needs the pzone-api package (uv sync installs the whole workspace)") from exc
-    app = create_app(ApiSettings(cookie_secure=False))
+    settings = ApiSettings(cookie_secure=False)
+    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, name="api", daemon=True).start()
+    consumer = None
+    if not settings.processing_in_api:
+        from pzone.db.engine import make_engine
+        from pzone.storage import object_store_from_settings
+        from pzone_api.processing import photo_queue_from_settings
+
+        queue = photo_queue_from_settings(
+            settings, make_engine(settings.sqlalchemy_url), object_store_from_settings(settings)
+        )
+        consumer = queue.consumer(2, in_thread=True, shutdown_timeout=30)
+        consumer.start()
+        console.print(f"photo worker: 2 threads on the Redis queue {settings.processing_queue_name!r}")
     console.print(
         f"web UI and API: http://127.0.0.1:{port}/  (API docs: /docs; an operator for the dashboard: "
         "pzone user create --role operator --email you@example.com)"
     )
-    return server
+    return server, consumer
 
 
 def _public_mqtt(settings: IngestSettings) -> str:

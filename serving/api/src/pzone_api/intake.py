@@ -1,5 +1,9 @@
 """Photo intake: create an upload, check what arrived, store the original once and its stripped derivatives.
 
+Split in two: the API process does the cheap part (:func:`create_upload`, :func:`claim_upload`,
+:func:`stage_upload`: rows, sizes, declared types, staging the bytes in the object store); the photo worker does
+the CPU-heavy part (:func:`process_staged`), fed by the queue of :mod:`pzone_api.processing`.
+
 Nothing is left half-stored: a rejected upload leaves no photo row and no object (objects this request created are
 deleted again; originals that already existed — same bytes uploaded before — are kept).
 """
@@ -16,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Device, Photo, User, Zone
@@ -118,34 +122,36 @@ def create_upload(
     return UploadTicket(photo, url, content_type, max_bytes, datetime.now(UTC) + timedelta(seconds=expires_s))
 
 
-def complete_upload(session: Session, store: Store, settings: Settings, user: User, photo_id: str) -> Photo:
-    """Step 3: check the uploaded object and store the photo; any refusal removes the row and the object."""
-    photo = session.get(Photo, photo_id)
-    if photo is None or photo.user_id != user.id:
-        raise IntakeError(404, "not_found", "no such photo")  # another user's photo is not even acknowledged
-    if photo.status != "awaiting_upload" or photo.upload_key is None:
+def claim_upload(session: Session, store: Store, settings: Settings, photo: Photo) -> bool:
+    """Step 3, the API's part: the cheap checks of a direct upload, then the photo moves to "processing".
+
+    Checked here (a HEAD request, no bytes read): the object exists, is not empty and within the size limit; a
+    refusal removes the row and the object. Returns True when this request moved the photo (it must enqueue the
+    job), False when a concurrent request did so first. Everything else is the worker's: :func:`process_staged`.
+    """
+    if photo.upload_key is None:
         raise IntakeError(409, "already_completed", "this photo was already completed")
-    upload_key = photo.upload_key
     try:
-        check_uploaded_object(store, upload_key, max_bytes=settings.upload_max_bytes)
+        info = check_uploaded_object(store, photo.upload_key, max_bytes=settings.upload_max_bytes)
     except ObjectNotFound:
         raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)") from None
     except ObjectTooLarge:
         _discard(session, store, photo)
         raise IntakeError(413, "too_large", f"the upload exceeds {settings.upload_max_bytes} bytes") from None
-    try:
-        with _downloaded(store, upload_key) as path:
-            _store_checked(
-                session, store, settings, photo, path, photo.declared_content_type, source_key=upload_key
-            )
-    except IntakeError:
+    if info.size == 0:
         _discard(session, store, photo)
-        raise
-    store.delete(upload_key)
-    return photo
+        raise IntakeError(422, "empty", "the upload is empty")
+    claimed = session.execute(
+        update(Photo)
+        .where(Photo.id == photo.id, Photo.status == "awaiting_upload")
+        .values(status="processing")
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(getattr(claimed, "rowcount", 0))
 
 
-def store_streamed_upload(
+def stage_upload(
     session: Session,
     store: Store,
     settings: Settings,
@@ -157,39 +163,72 @@ def store_streamed_upload(
     zone_id: str | None,
     taken_at: datetime | None,
 ) -> Photo:
-    """The multipart path for simple clients: the body is copied to a temp file in chunks, never held whole."""
+    """The multipart path, the API's part: the body goes to the store's staging key in chunks (never held whole),
+    and a photo row in status "processing" points at it; the worker then processes it like a direct upload."""
     check_declared(settings, content_type, None)
     device, zone = resolve_target(session, device_id, zone_id)
-    with tempfile.TemporaryDirectory(prefix="pzone-upload-") as folder:
-        path = Path(folder) / "upload"
-        size = 0
-        with path.open("wb") as out:
-            while chunk := fileobj.read(1024 * 1024):
-                size += len(chunk)
-                if size > settings.upload_max_bytes:
-                    raise IntakeError(
-                        413, "too_large", f"the upload exceeds {settings.upload_max_bytes} bytes"
-                    )
-                out.write(chunk)
-        photo = Photo(
-            id=str(uuid.uuid4()),
-            user_id=user.id,
-            device_id=device,
-            zone_id=zone,
-            status="awaiting_upload",
-            declared_content_type=content_type,
-            client_taken_at=_aware(taken_at),
-            verdict="pending",
-            verdict_attempts=0,
-            created_at=datetime.now(UTC),
-        )
-        session.add(photo)
-        try:
-            _store_checked(session, store, settings, photo, path, content_type)
-        except IntakeError:
-            session.rollback()
-            raise
+    photo_id = str(uuid.uuid4())
+    upload_key = f"uploads/{photo_id}"
+    try:
+        size = store.put_stream(upload_key, fileobj, content_type, max_bytes=settings.upload_max_bytes)
+    except ObjectTooLarge:
+        raise IntakeError(413, "too_large", f"the upload exceeds {settings.upload_max_bytes} bytes") from None
+    if size == 0:
+        store.delete(upload_key)
+        raise IntakeError(422, "empty", "the upload is empty")
+    photo = Photo(
+        id=photo_id,
+        user_id=user.id,
+        device_id=device,
+        zone_id=zone,
+        status="processing",
+        upload_key=upload_key,
+        declared_content_type=content_type,
+        client_taken_at=_aware(taken_at),
+        verdict="pending",
+        verdict_attempts=0,
+        created_at=datetime.now(UTC),
+    )
+    session.add(photo)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        store.delete(upload_key)
+        raise
     return photo
+
+
+def process_staged(session: Session, store: Store, settings: Settings, photo: Photo) -> None:
+    """The worker's part: full check, SHA-256, original, derivatives, verdict, commit; the upload object goes.
+
+    A refusal (:class:`IntakeError`) removes the row and every object made for it before it is raised.
+    A photo already stored (a job delivered twice) is left as it is.
+    """
+    if photo.status == "stored":
+        return
+    if photo.status != "processing" or photo.upload_key is None:
+        raise IntakeError(409, "not_processing", f"photo in status {photo.status!r} cannot be processed")
+    upload_key = photo.upload_key
+    try:
+        with _downloaded(store, upload_key) as path:
+            _store_checked(
+                session, store, settings, photo, path, photo.declared_content_type, source_key=upload_key
+            )
+    except ObjectNotFound:
+        _discard(session, store, photo)
+        raise IntakeError(409, "not_uploaded", "the uploaded object is gone") from None
+    except IntakeError:
+        _discard(session, store, photo)
+        raise
+    store.delete(upload_key)
+
+
+def discard_photo(session: Session, store: Store, photo_id: str) -> None:
+    """Remove a photo that could not be processed (its row and its upload object), if it is still there."""
+    photo = session.get(Photo, photo_id)
+    if photo is not None and photo.status != "stored":
+        _discard(session, store, photo)
 
 
 def _store_checked(
@@ -200,12 +239,12 @@ def _store_checked(
     path: Path,
     declared: str | None,
     *,
-    source_key: str | None = None,
+    source_key: str,
 ) -> None:
     """Inspect, store original and derivatives, ask for a verdict, commit. Cleans up its own objects on failure.
 
-    ``source_key``: the bytes are already in the store (a direct upload): the original is a store-side copy of it,
-    so the photo's bytes do not travel through the API a second time.
+    ``source_key``: where the bytes are in the store (the staging key): the original is a store-side copy of it,
+    so the photo's bytes are not uploaded a second time.
     """
     if path.stat().st_size == 0:
         raise IntakeError(422, "empty", "the upload is empty")
@@ -224,11 +263,7 @@ def _store_checked(
     try:
         original_key = content_addressed_key("originals", sha, ACCEPTED_TYPES[info.content_type])
         if store.head(original_key) is None:  # same bytes twice = one object
-            if source_key is not None:
-                store.copy(source_key, original_key, info.content_type)
-            else:
-                with path.open("rb") as source:
-                    store.put_stream(original_key, source, info.content_type)
+            store.copy(source_key, original_key, info.content_type)
             created.append(original_key)
         keys = {}
         for name, data in derivatives.items():

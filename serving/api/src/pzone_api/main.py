@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from pzone.db.engine import make_engine
 from pzone.storage import object_store_from_settings
+from pzone_api.processing import photo_queue_from_settings
 from pzone_api.settings import Settings
 
 # The web UI: plain HTML/CSS/JS shipped inside the package (nginx can serve the same folder in front of the API).
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = make_engine(settings.sqlalchemy_url)
         app.state.store = object_store_from_settings(settings)
+        app.state.photo_queue = photo_queue_from_settings(settings, app.state.engine, app.state.store)
         retry = asyncio.create_task(_retry_verdicts(app))
         try:
             yield
@@ -34,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retry
+            app.state.photo_queue.close()
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -43,10 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     # --- routers of the other resources are included below
-    from pzone_api.api.routes import auth, dashboard, devices, objects, photos
+    from pzone_api.api.routes import auth, dashboard, devices, labels, objects, photos
 
     app.include_router(auth.router)
     app.include_router(photos.router)
+    app.include_router(labels.router)
     app.include_router(objects.router)
     app.include_router(devices.router)
     app.include_router(dashboard.router)

@@ -9,7 +9,9 @@ from pzone.settings import CoreSettings
 
 class Settings(CoreSettings):
     redis_url: SecretStr | None = Field(
-        None, description="Sessions and rate limits in Redis when set, else in SQL."
+        None,
+        description="Sessions, rate limits and the photo-processing queue in Redis when set, else in SQL "
+        "(and photos processed in the API process).",
     )
     session_ttl_s: int = Field(7 * 24 * 3600, gt=0)
     cookie_secure: bool = Field(
@@ -24,3 +26,30 @@ class Settings(CoreSettings):
     model_tier_url: str | None = Field(None, description="Base URL of the model tier (POST /classify).")
     model_tier_timeout_s: float = Field(5.0, gt=0)
     verdict_retry_interval_s: float = Field(30.0, gt=0)
+
+    # Photo processing (pzone_api.processing): the API enqueues, `pzone photos worker` processes.
+    processing_immediate: bool | None = Field(
+        None,
+        description="Process photos inside the API process (huey's immediate mode); default: only when "
+        "PZONE_REDIS_URL is unset, else a `pzone photos worker` takes them from the Redis queue.",
+    )
+    processing_queue_name: str = Field(
+        "pzone-photos",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Name of the huey queue (its Redis keys: huey.redis.<name>, huey.r.<name>.*).",
+    )
+    processing_wait_s: float = Field(
+        20.0, gt=0, description="How long `complete` waits for the worker before answering 202 processing."
+    )
+    processing_result_ttl_s: int = Field(
+        3600, gt=0, description="How long a worker's outcome stays in Redis for a client asking again."
+    )
+
+    @property
+    def processing_in_api(self) -> bool:
+        """True when photos are processed in the API process (no queue)."""
+        if self.processing_immediate is not None:
+            return self.processing_immediate
+        return self.redis_url is None

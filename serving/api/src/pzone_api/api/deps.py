@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from pzone.storage import LocalObjectStore, S3ObjectStore
+from pzone_api.processing import PhotoQueue
 from pzone_api.settings import Settings
 
 
@@ -30,10 +31,15 @@ def get_store(request: Request) -> LocalObjectStore | S3ObjectStore:
     return request.app.state.store
 
 
+def get_photo_queue(request: Request) -> PhotoQueue:
+    return request.app.state.photo_queue
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 DbDep = Annotated[Session, Depends(get_db)]
 StoreDep = Annotated[LocalObjectStore | S3ObjectStore, Depends(get_store)]
+PhotoQueueDep = Annotated[PhotoQueue, Depends(get_photo_queue)]
 
 # --- auth (sessions, current user, roles, CSRF) ------------------------------------------------------------------------
 # Imports of this section stay here so that the section can grow without touching the file's head.

@@ -7,6 +7,9 @@ import { tiltChart } from "./chart.js";
 const DASHBOARD_REFRESH_MS = 5000;
 const VERDICT_POLL_MS = 5000;
 const VERDICT_POLL_MAX = 24;
+// 202 "processing": the photo worker did not answer within the API's wait; ask again (each ask waits too).
+const PROCESSING_POLL_MS = 1000;
+const PROCESSING_POLL_MAX = 30;
 const HISTORY_PAGE_SIZE = 10;
 const TILT_WINDOWS = [15, 60, 360, 1440];
 
@@ -429,6 +432,16 @@ function uploadView(_name, params) {
     return card;
   }
 
+  /** Like "pending" for the verdict: a photo still "processing" is asked for again until the worker is done. */
+  async function untilProcessed(photo) {
+    for (let attempt = 0; photo.status === "processing" && attempt < PROCESSING_POLL_MAX && alive; attempt += 1) {
+      status.textContent = "Processing photo… (the server is busy, still waiting)";
+      await new Promise((resolve) => setTimeout(resolve, PROCESSING_POLL_MS));
+      photo = await api(`/api/photos/${encodeURIComponent(photo.id)}/complete`, { method: "POST" });
+    }
+    return photo;
+  }
+
   async function upload(deviceId, chosen) {
     const contentType = chosen.type || "application/octet-stream";
     status.textContent = "Preparing upload…";
@@ -458,10 +471,10 @@ function uploadView(_name, params) {
       body.append("device_id", deviceId);
       body.append("file", chosen, chosen.name || "photo");
       const photo = await sendWithProgress("POST", "/api/photos/upload", { body, onProgress: setProgress, withCsrf: true });
-      return photo;
+      return untilProcessed(photo);
     }
     status.textContent = "Processing photo…";
-    return api(`/api/photos/${encodeURIComponent(created.photo.id)}/complete`, { method: "POST" });
+    return untilProcessed(await api(`/api/photos/${encodeURIComponent(created.photo.id)}/complete`, { method: "POST" }));
   }
 
   form.addEventListener("submit", async (event) => {
@@ -528,6 +541,23 @@ function uploadView(_name, params) {
 function pageLink(page, disabled, rel, label) {
   if (disabled) return h("span", { class: "btn is-disabled", "aria-disabled": "true" }, label);
   return h("a", { class: "btn", href: `#/history?page=${page}`, rel }, label);
+}
+
+/** "Predicted vs measured": the measured label (sensor or operator), and whether the model's verdict agrees. */
+function measuredCell(photo) {
+  const m = photo.measured;
+  if (!m) return pill(null);
+  const title =
+    m.source === "manual"
+      ? "Set by an operator"
+      : `Measured by the scooter's tilt sensor ${Math.round(m.gap_s ?? 0)} s from the photo (quality ${Math.round((m.quality ?? 0) * 100)}%)`;
+  const parts = [pill(m.label, { title })];
+  if (m.source === "manual") parts.push(h("span", { class: "muted" }, " (operator)"));
+  if (photo.verdict && photo.verdict !== "pending") {
+    const agrees = photo.verdict === m.label;
+    parts.push(h("span", { class: "muted", title: agrees ? "The model agrees" : "The model disagrees" }, agrees ? " ✓" : " ✗"));
+  }
+  return parts;
 }
 
 function historyView(_name, params) {
@@ -598,9 +628,7 @@ function historyView(_name, params) {
               h(
                 "td",
                 { "data-label": "Measured", class: "cell-measured" },
-                pill(photo.measured_state, {
-                  title: "The state the scooter's tilt sensor measured when the photo was taken",
-                }),
+                measuredCell(photo),
               ),
             ),
           ),

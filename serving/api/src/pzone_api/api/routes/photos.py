@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from pzone.db.models import Photo
-from pzone_api.api.deps import CurrentUser, DbDep, SettingsDep, StoreDep, require_csrf
-from pzone_api.intake import (
-    IntakeError,
-    Store,
-    complete_upload,
-    create_upload,
-    purge_stale_uploads,
-    store_streamed_upload,
-)
+from pzone.db.models import Photo, PhotoLabel
+from pzone.labels import measured_of
+from pzone_api.api.deps import CurrentUser, DbDep, PhotoQueueDep, SettingsDep, StoreDep, require_csrf
+from pzone_api.intake import IntakeError, Store, create_upload, purge_stale_uploads, stage_upload
+from pzone_api.processing import await_processing, complete
 
 router = APIRouter(prefix="/api/photos", tags=["photos"])
 
@@ -42,6 +38,13 @@ class UploadInstructions(BaseModel):
     expires_at: datetime
 
 
+class MeasuredOut(BaseModel):
+    label: str = Field(description="upright, tilted or fallen (the sensor's or an operator's).")
+    source: str = Field(description="sensor or manual (an operator's label wins).")
+    quality: float | None = Field(description="0-1; 1 for an operator's label.")
+    gap_s: float | None = Field(description="Seconds between the reading and the photo; null for manual.")
+
+
 class PhotoOut(BaseModel):
     id: str
     status: str
@@ -61,6 +64,7 @@ class PhotoOut(BaseModel):
     preview_url: str | None
     # Filled by the training circle's sensor labels ("predicted vs measured").
     measured_state: str | None = None
+    measured: MeasuredOut | None = None
 
 
 class PhotoCreated(BaseModel):
@@ -79,7 +83,8 @@ def _raise(exc: IntakeError) -> HTTPException:
     return HTTPException(exc.status, detail={"code": exc.code, "reason": exc.reason})
 
 
-def photo_out(photo: Photo, store: Store, expires_s: int = 900) -> PhotoOut:
+def photo_out(photo: Photo, store: Store, expires_s: int = 900, label: PhotoLabel | None = None) -> PhotoOut:
+    measured = measured_of(label)
     return PhotoOut(
         id=photo.id,
         status=photo.status,
@@ -97,6 +102,8 @@ def photo_out(photo: Photo, store: Store, expires_s: int = 900) -> PhotoOut:
         model_version=photo.model_version,
         thumb_url=store.presign_get(photo.thumb_key, expires_s) if photo.thumb_key else None,
         preview_url=store.presign_get(photo.preview_key, expires_s) if photo.preview_key else None,
+        measured_state=measured.label if measured else None,
+        measured=MeasuredOut(**asdict(measured)) if measured else None,
     )
 
 
@@ -129,20 +136,31 @@ def create_photo(
     return PhotoCreated(photo=photo_out(ticket.photo, store), upload=upload)
 
 
-@router.post("/upload", status_code=201, dependencies=[Depends(require_csrf)])
+PROCESSING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": PhotoOut,
+        "description": "Accepted, still processing (the worker did not answer in time): poll "
+        "`GET /api/photos/{id}`, or `POST /api/photos/{id}/complete` again to wait for the outcome.",
+    }
+}
+
+
+@router.post("/upload", status_code=201, dependencies=[Depends(require_csrf)], responses=PROCESSING_RESPONSES)
 def upload_photo(
+    response: Response,
     user: CurrentUser,
     db: DbDep,
     store: StoreDep,
     settings: SettingsDep,
+    queue: PhotoQueueDep,
     file: Annotated[UploadFile, File(description="The photo (JPEG, PNG or WebP).")],
     device_id: Annotated[str | None, Form(max_length=64)] = None,
     zone_id: Annotated[str | None, Form(max_length=64)] = None,
     taken_at: Annotated[datetime | None, Form()] = None,
 ) -> PhotoOut:
-    """Upload in one multipart request (simple clients); streamed to storage, checked like a direct upload."""
+    """Upload in one multipart request (simple clients): streamed to the store, then checked like a direct upload."""
     try:
-        photo = store_streamed_upload(
+        staged = stage_upload(
             db,
             store,
             settings,
@@ -153,20 +171,35 @@ def upload_photo(
             zone_id=zone_id,
             taken_at=taken_at,
         )
+        queue.enqueue(staged.id)
+        photo = await_processing(db, settings, queue, staged.id)
     except IntakeError as exc:
         raise _raise(exc) from None
+    if photo.status == "processing":
+        response.status_code = 202
     return photo_out(photo, store)
 
 
-@router.post("/{photo_id}/complete", dependencies=[Depends(require_csrf)])
+@router.post("/{photo_id}/complete", dependencies=[Depends(require_csrf)], responses=PROCESSING_RESPONSES)
 def complete_photo(
-    photo_id: str, user: CurrentUser, db: DbDep, store: StoreDep, settings: SettingsDep
+    photo_id: str,
+    response: Response,
+    user: CurrentUser,
+    db: DbDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    queue: PhotoQueueDep,
 ) -> PhotoOut:
-    """Finish a direct upload: check the object, store it once, make thumbnails and ask for a verdict."""
+    """Finish a direct upload: the object is checked, stored once, thumbnailed and classified by the photo worker.
+
+    A sync route: FastAPI runs it in its threadpool, so the wait for the worker never blocks the event loop.
+    """
     try:
-        photo = complete_upload(db, store, settings, user, photo_id)
+        photo = complete(db, store, settings, queue, user, photo_id)
     except IntakeError as exc:
         raise _raise(exc) from None
+    if photo.status == "processing":
+        response.status_code = 202
     return photo_out(photo, store)
 
 
@@ -188,7 +221,12 @@ def list_photos(
         .offset((page - 1) * page_size)
         .limit(page_size)
     ).all()
-    return PhotoPage(items=[photo_out(p, store) for p in photos], total=total, page=page, page_size=page_size)
+    labels = {
+        row.photo_id: row
+        for row in db.scalars(select(PhotoLabel).where(PhotoLabel.photo_id.in_([p.id for p in photos])))
+    }
+    items = [photo_out(p, store, label=labels.get(p.id)) for p in photos]
+    return PhotoPage(items=items, total=total, page=page, page_size=page_size)
 
 
 @router.get("/{photo_id}")
@@ -197,4 +235,4 @@ def get_photo(photo_id: str, user: CurrentUser, db: DbDep, store: StoreDep) -> P
     photo = db.get(Photo, photo_id)
     if photo is None or photo.user_id != user.id:
         raise HTTPException(404, detail={"code": "not_found", "reason": "no such photo"})
-    return photo_out(photo, store)
+    return photo_out(photo, store, label=db.get(PhotoLabel, photo.id))

@@ -1,0 +1,208 @@
+"""Photo processing off the API process: a huey queue, its one job, and the worker that runs it.
+
+The API does the cheap part of an upload (:func:`pzone_api.intake.claim_upload` / ``stage_upload``: rows, sizes,
+declared type, bytes staged in the object store) and enqueues ``process_photo(photo_id)``; the worker
+(``pzone photos worker``: a huey consumer) does the CPU-heavy part (:func:`pzone_api.intake.process_staged`: full
+decode check, SHA-256, the original's store-side copy, derivatives, the model tier call) and leaves an *outcome*
+in huey's result store. The API waits for that outcome up to ``PZONE_PROCESSING_WAIT_S`` (a blocking wait in a
+threadpool thread, never on the event loop) and answers as before: the stored photo, or the refusal's 4xx with the
+row and objects already removed by the worker. No outcome in time: 202 with status ``processing``; the client polls
+``GET /api/photos/{id}`` or asks ``POST .../complete`` again, which waits for the same job (its id is derived from
+the photo id) and so still learns a refusal's reason.
+
+Queues:
+
+* ``PZONE_REDIS_URL`` set: :class:`huey.RedisExpireHuey` (results expire after ``PZONE_PROCESSING_RESULT_TTL_S``,
+  so an outcome nobody collects does not stay in Redis; ``notify_result``: the API blocks on BLPOP, no polling).
+* Embedded default (no Redis): huey's *immediate* mode, the job runs in the API process, inside ``enqueue``.
+  Chosen over SqliteHuey plus a consumer thread: the embedded stack (``pzone up``) is one process on one machine,
+  so a consumer thread would only move the same CPU to another thread of the same process, while adding a second
+  SQLite writer and a thread to start and stop; immediate mode runs the very same job function through huey, and
+  ``pzone api`` alone keeps working without a worker. ``PZONE_PROCESSING_IMMEDIATE`` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from huey import Huey, MemoryHuey, RedisExpireHuey
+from huey.api import TaskWrapper
+from huey.consumer import Consumer
+from huey.exceptions import HueyException, ResultTimeout, TaskException
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from pzone.db.models import Photo, User
+from pzone.storage import LocalObjectStore, S3ObjectStore
+from pzone_api.intake import IntakeError, claim_upload, discard_photo, process_staged
+from pzone_api.settings import Settings
+
+logger = logging.getLogger("pzone.api.processing")
+
+Store = LocalObjectStore | S3ObjectStore
+Outcome = Mapping[str, Any]
+STORED = "stored"
+
+
+def job_id(photo_id: str) -> str:
+    """The huey task id of a photo's job: derived, so that a later request can wait for the same job."""
+    return f"photo-{photo_id}"
+
+
+class PhotoQueue:
+    """The huey instance and its ``process_photo`` task, bound to the settings, engine and store that run it.
+
+    The API and the worker build it alike (:func:`photo_queue_from_settings`), so the task is registered under the
+    same name on both sides; only the worker (or immediate mode) ever executes it.
+    """
+
+    def __init__(self, huey: Huey, settings: Settings, engine: Engine, store: Store) -> None:
+        self.huey, self.settings, self.engine, self.store = huey, settings, engine, store
+        self._task: TaskWrapper = huey.task(name="process_photo")(self._process)
+
+    @property
+    def immediate(self) -> bool:
+        return bool(self.huey.immediate)
+
+    def enqueue(self, photo_id: str) -> None:
+        """Queue the photo's job (immediate mode: run it now, in this thread)."""
+        self.huey.enqueue(self._task.s(photo_id, id=job_id(photo_id)))
+
+    def wait(self, photo_id: str, timeout_s: float) -> Outcome | None:
+        """The job's outcome, waiting up to ``timeout_s`` for it (0: do not wait); None if there is none yet."""
+        try:
+            value = self.huey.result(
+                job_id(photo_id), blocking=timeout_s > 0, timeout=timeout_s or None, preserve=True
+            )
+        except ResultTimeout:
+            return None
+        except TaskException as exc:  # the job itself failed outside its own error handling
+            logger.error("photo job %s failed: %s", photo_id, exc.metadata.get("error"))
+            return _outcome(photo_id, None, _FAILED)
+        return value if isinstance(value, Mapping) else None
+
+    def forget(self, photo_id: str) -> None:
+        """Drop a delivered outcome: asking again then gets 409 already_completed, as before the queue."""
+        with contextlib.suppress(HueyException):
+            self.huey.delete(job_id(photo_id))
+
+    def consumer(self, workers: int = 1, *, in_thread: bool = False, **options: Any) -> Consumer:
+        """A huey consumer of this queue with ``workers`` threads (``in_thread``: no signal handlers, for a
+        consumer started inside another program, which owns its signals)."""
+        consumer_class = _ThreadConsumer if in_thread else Consumer
+        return consumer_class(self.huey, workers=workers, worker_type="thread", periodic=False, **options)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.huey.storage.close()
+
+    # --- the job ---------------------------------------------------------------------------------------------------
+    def _process(self, photo_id: str) -> dict[str, Any]:
+        """The job: process a staged photo; returns its outcome (a plain dict: API and worker may differ in version)."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                photo = session.get(Photo, photo_id)
+                if photo is None:
+                    return _outcome(photo_id, None, IntakeError(404, "not_found", "no such photo"))
+                user_id = photo.user_id
+                try:
+                    process_staged(session, self.store, self.settings, photo)
+                except IntakeError as exc:
+                    return _outcome(photo_id, user_id, exc)
+                return _outcome(photo_id, user_id, None)
+        except Exception:
+            # Storage or database trouble: the photo cannot be finished; remove what is left of it, so that nothing
+            # stays half-stored, and tell the client to upload it again.
+            logger.exception("processing photo %s failed", photo_id)
+            with contextlib.suppress(Exception), Session(self.engine) as session:
+                discard_photo(session, self.store, photo_id)
+            return _outcome(photo_id, None, _FAILED)
+
+
+_FAILED = IntakeError(503, "processing_failed", "the photo could not be processed; please upload it again")
+
+
+def _outcome(photo_id: str, user_id: str | None, refusal: IntakeError | None) -> dict[str, Any]:
+    if refusal is None:
+        return {"photo_id": photo_id, "user_id": user_id, "status": 200, "code": STORED, "reason": ""}
+    return {
+        "photo_id": photo_id,
+        "user_id": user_id,
+        "status": refusal.status,
+        "code": refusal.code,
+        "reason": refusal.reason,
+    }
+
+
+class _ThreadConsumer(Consumer):
+    def _set_signal_handlers(self) -> None:  # signals belong to the host program (and its main thread)
+        pass
+
+
+def photo_queue_from_settings(settings: Settings, engine: Engine, store: Store) -> PhotoQueue:
+    """RedisExpireHuey on ``PZONE_REDIS_URL``, or immediate mode in the embedded default (see the module doc)."""
+    name = settings.processing_queue_name
+    if settings.processing_in_api:
+        huey: Huey = MemoryHuey(name, immediate=True)
+    else:
+        if settings.redis_url is None:
+            raise ValueError("PZONE_PROCESSING_IMMEDIATE=false needs PZONE_REDIS_URL for the queue")
+        huey = RedisExpireHuey(
+            name,
+            url=settings.redis_url.get_secret_value(),
+            expire_time=settings.processing_result_ttl_s,
+            notify_result=True,
+            notify_result_ttl=max(60, int(settings.processing_wait_s) + 10),
+        )
+    return PhotoQueue(huey, settings, engine, store)
+
+
+# --- the API's side ------------------------------------------------------------------------------------------------
+def complete(
+    session: Session, store: Store, settings: Settings, queue: PhotoQueue, user: User, photo_id: str
+) -> Photo:
+    """``POST /api/photos/{id}/complete``: cheap checks, enqueue, wait for the worker's outcome.
+
+    Returns the photo, stored, or still ``processing`` when the worker did not answer in time; raises the
+    refusal's :class:`IntakeError` (the worker has removed the row and its objects by then).
+    Blocks up to ``PZONE_PROCESSING_WAIT_S``: call it from a worker thread, never on the event loop.
+    """
+    photo = session.get(Photo, photo_id)
+    if photo is not None and photo.user_id != user.id:
+        raise IntakeError(404, "not_found", "no such photo")  # another user's photo is not even acknowledged
+    if photo is None or photo.status not in ("awaiting_upload", "processing"):
+        # A job may have finished after an earlier request stopped waiting: its outcome answers this one.
+        outcome = queue.wait(photo_id, 0)
+        if outcome is not None and outcome.get("user_id") == user.id:
+            return _deliver(session, queue, photo_id, outcome)
+        if photo is None:
+            raise IntakeError(404, "not_found", "no such photo")
+        raise IntakeError(409, "already_completed", "this photo was already completed")
+    if photo.status == "awaiting_upload" and claim_upload(session, store, settings, photo):
+        queue.enqueue(photo_id)
+    return await_processing(session, settings, queue, photo_id)
+
+
+def await_processing(session: Session, settings: Settings, queue: PhotoQueue, photo_id: str) -> Photo:
+    """Wait for a photo's job (enqueued already) and return the stored photo, or the photo still processing."""
+    session.commit()  # no transaction (and no pooled connection) is held while waiting
+    outcome = queue.wait(photo_id, settings.processing_wait_s)
+    if outcome is not None:
+        return _deliver(session, queue, photo_id, outcome)
+    photo = session.get(Photo, photo_id, populate_existing=True)
+    if photo is None:  # refused meanwhile, and the outcome went to another request
+        raise IntakeError(404, "not_found", "no such photo")
+    return photo
+
+
+def _deliver(session: Session, queue: PhotoQueue, photo_id: str, outcome: Outcome) -> Photo:
+    queue.forget(photo_id)
+    if outcome.get("code") != STORED:
+        raise IntakeError(int(outcome["status"]), str(outcome["code"]), str(outcome["reason"]))
+    photo = session.get(Photo, photo_id, populate_existing=True)
+    if photo is None:
+        raise IntakeError(404, "not_found", "no such photo")
+    return photo
