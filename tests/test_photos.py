@@ -436,3 +436,41 @@ def test_stopped_worker_gives_202_and_the_photo_is_finished_once_a_worker_starts
         assert _rows(queued["db"]) == 1 and not any(
             k.startswith("uploads/") for k in object_keys(app.state.store)
         )
+
+
+def test_uploads_never_completed_are_purged_with_their_bytes(api: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from pzone.db.engine import make_engine
+    from pzone.db.models import Photo
+    from pzone_api.intake import purge_stale_uploads
+
+    client, store = api["client"], api["store"]
+    csrf = signup(client, "old@example.com", "correct horse battery")
+    data = photo_bytes()
+    tickets = []
+    for _ in range(2):
+        created = client.post(
+            "/api/photos",
+            json={"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert created.status_code == 201
+        tickets.append(created.json())
+    assert put_upload(client, tickets[0]["upload"], data) in (200, 204)  # bytes arrived, complete never came
+    engine = make_engine(api["db"])
+    try:
+        with Session(engine) as session:
+            old = datetime.now(UTC) - timedelta(hours=3)
+            session.execute(update(Photo).where(Photo.id == tickets[0]["photo"]["id"]).values(created_at=old))
+            session.commit()
+            assert any(key.startswith("uploads/") for key in object_keys(store))
+            assert purge_stale_uploads(session, store, timedelta(hours=1)) == 1
+            remaining = {p.id for p in session.query(Photo).all()}
+    finally:
+        engine.dispose()
+    assert remaining == {tickets[1]["photo"]["id"]}
+    assert not any(key.startswith("uploads/") for key in object_keys(store))

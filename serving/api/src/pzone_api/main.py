@@ -7,9 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.orm import Session
 
 from pzone.db.engine import make_engine
 from pzone.storage import object_store_from_settings
@@ -77,13 +79,23 @@ def _serve_ui(app: FastAPI) -> None:
 
 
 async def _retry_verdicts(app: FastAPI) -> None:
-    """Background retry: photos saved as "pending" get their verdict once the model tier answers again."""
+    """Background housekeeping: photos saved as "pending" get their verdict once the model tier answers again,
+    and uploads that never completed are removed (here, not on every create: it keeps requests cheap)."""
+    from pzone_api.intake import purge_stale_uploads
     from pzone_api.verdicts import retry_pending
 
     settings: Settings = app.state.settings
+
+    def purge() -> None:
+        with Session(app.state.engine) as session:
+            purge_stale_uploads(
+                session, app.state.store, timedelta(seconds=settings.upload_url_expires_s * 2)
+            )
+
     while True:
         await asyncio.sleep(settings.verdict_retry_interval_s)
         try:
             await asyncio.to_thread(retry_pending, settings, app.state.engine, app.state.store)
+            await asyncio.to_thread(purge)
         except Exception:  # keep retrying; the next pass may succeed
-            logging.getLogger("pzone.api").exception("verdict retry pass failed")
+            logging.getLogger("pzone.api").exception("housekeeping pass failed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from pzone.db.models import Photo, PhotoLabel
 from pzone.labels import measured_of
 from pzone_api.api.deps import CurrentUser, DbDep, PhotoQueueDep, SettingsDep, StoreDep, require_csrf
-from pzone_api.intake import IntakeError, Store, create_upload, purge_stale_uploads, stage_upload
+from pzone_api.intake import IntakeError, Store, create_upload, stage_upload
 from pzone_api.processing import await_processing, complete
 
 router = APIRouter(prefix="/api/photos", tags=["photos"])
@@ -112,7 +112,6 @@ def create_photo(
     body: PhotoCreate, user: CurrentUser, db: DbDep, store: StoreDep, settings: SettingsDep
 ) -> PhotoCreated:
     """Start a direct upload: returns the photo id and a presigned PUT URL limited in time, type and size."""
-    purge_stale_uploads(db, store, timedelta(seconds=settings.upload_url_expires_s * 2))
     try:
         ticket = create_upload(
             db,
