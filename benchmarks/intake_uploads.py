@@ -38,10 +38,10 @@ from pydantic import BaseModel
 from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
 from pzone.telemetry import Limits
-from pzone_api.api.deps import CsrfChecked, CurrentUser, DbDep, PhotoQueueDep, SettingsDep, StoreDep
+from pzone_api.api.deps import CsrfChecked, CurrentSession, DbDep, PhotoQueueDep, SettingsDep, StoreDep
 from pzone_api.api.routes.photos import PhotoOut, photo_out
 from pzone_api.intake import IntakeError, stage_upload
-from pzone_api.processing import await_processing
+from pzone_api.processing import enqueue_and_wait
 from pzone_ingest.messages import from_iot_event
 from pzone_ingest.processing import process_batch
 from tests.support.api import (
@@ -71,7 +71,7 @@ def bench_app_from_env() -> FastAPI:
     @app.post("/bench/base64", status_code=201, dependencies=[CsrfChecked])
     def upload_base64(
         body: Base64Photo,
-        user: CurrentUser,
+        session: CurrentSession,
         db: DbDep,
         store: StoreDep,
         settings: SettingsDep,
@@ -87,15 +87,14 @@ def bench_app_from_env() -> FastAPI:
                 db,
                 store,
                 settings,
-                user,
+                session.user_id,
                 io.BytesIO(data),
                 content_type=body.content_type,
                 device_id=body.device_id,
                 zone_id=None,
                 taken_at=None,
             )
-            queue.enqueue(staged.id)
-            photo = await_processing(db, settings, queue, staged.id)
+            photo = enqueue_and_wait(db, settings, queue, staged.id)
         except IntakeError as exc:
             raise HTTPException(exc.status, {"code": exc.code, "reason": exc.reason}) from None
         return photo_out(photo, store)
@@ -137,7 +136,14 @@ def _cpu_used(before: CpuSample, after: CpuSample) -> float:
     return after.ticks_s - before.ticks_s
 
 
-def upload_section(photos: list[bytes], uploads_per_path: int, log: Any) -> dict[str, Any]:
+def upload_section(
+    photos: list[bytes],
+    uploads_per_path: int,
+    log: Any,
+    large_photos: list[bytes] | None = None,
+    large_uploads_per_path: int = 0,
+) -> dict[str, Any]:
+    """The three paths with ``photos``, then (when given) again with ``large_photos`` in the same processes."""
     root = Path(__file__).resolve().parents[1]
     name, url = create_database()
     moto = MotoServer()
@@ -205,7 +211,15 @@ def upload_section(photos: list[bytes], uploads_per_path: int, log: Any) -> dict
         )
         wait_port(port, timeout=30)
         processes = {"api": psutil.Process(api.pid), "worker": psutil.Process(worker.pid)}
-        return _measure(f"http://127.0.0.1:{port}", processes, photos, uploads_per_path, log)
+        return _measure(
+            f"http://127.0.0.1:{port}",
+            processes,
+            photos,
+            uploads_per_path,
+            log,
+            large_photos or [],
+            large_uploads_per_path,
+        )
     finally:
         for process in (api, worker):
             if process is not None:
@@ -249,8 +263,17 @@ def _upload(
     return sent
 
 
+PATHS = ("presigned", "proxied", "base64")
+
+
 def _measure(
-    base_url: str, processes: dict[str, psutil.Process], photos: list[bytes], n: int, log: Any
+    base_url: str,
+    processes: dict[str, psutil.Process],
+    photos: list[bytes],
+    n: int,
+    log: Any,
+    large_photos: list[bytes],
+    large_n: int,
 ) -> dict[str, Any]:
     client = httpx.Client(base_url=base_url, timeout=60)
     signed = client.post(
@@ -259,16 +282,60 @@ def _measure(
     signed.raise_for_status()
     headers = {"X-CSRF-Token": signed.json()["csrf_token"]}
     storage = httpx.Client(timeout=60)
-    paths = ("presigned", "proxied", "base64")
-    for path in paths:  # warm-up: imports, connections, first-call costs in both processes
+    for path in PATHS:  # warm-up: imports, connections, first-call costs in both processes
         _upload(client, storage, headers, path, with_comment(photos[0], f"warm-{path}-{time.time_ns()}"))
+    results = _run_paths(client, storage, headers, processes, photos, n, log, "")
+    out: dict[str, Any] = {
+        "uploads_per_path": n,
+        "presigned_bytes_ratio": results["presigned"]["bytes_ratio"],
+        "proxied_bytes_ratio": results["proxied"]["bytes_ratio"],
+        "base64_bytes_ratio": results["base64"]["bytes_ratio"],
+        "presigned_api_cpu_s": results["presigned"]["api_cpu_s"],
+        "proxied_api_cpu_s": results["proxied"]["api_cpu_s"],
+        "base64_api_cpu_s": results["base64"]["api_cpu_s"],
+        "presigned_worker_cpu_s": results["presigned"]["worker_cpu_s"],
+        "proxied_worker_cpu_s": results["proxied"]["worker_cpu_s"],
+        "base64_worker_cpu_s": results["base64"]["worker_cpu_s"],
+        **_ratios(results, ""),
+        "upload_paths": results,
+        "auth_request_api_cpu_s": _auth_request_cpu(client, processes["api"]),
+    }
+    if large_photos and large_n > 0:
+        for (
+            path
+        ) in PATHS:  # first uploads of this size (the proxied path switches to a multipart upload to S3)
+            data = with_comment(large_photos[0], f"warm-large-{path}-{time.time_ns()}")
+            _upload(client, storage, headers, path, data)
+        large = _run_paths(client, storage, headers, processes, large_photos, large_n, log, "large ")
+        out.update(
+            {
+                "large_photo_mb": round(sum(len(p) for p in large_photos) / len(large_photos) / 1e6, 2),
+                "large_uploads_per_path": large_n,
+                **{f"large_{path}_api_cpu_s": large[path]["api_cpu_s"] for path in PATHS},
+                **_ratios(large, "large_"),
+                "large_upload_paths": large,
+            }
+        )
+    return out
+
+
+def _run_paths(
+    client: httpx.Client,
+    storage: httpx.Client,
+    headers: dict[str, str],
+    processes: dict[str, psutil.Process],
+    photos: list[bytes],
+    n: int,
+    log: Any,
+    label: str,
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for path in paths:
+    for path in PATHS:
         sent = image_bytes = 0
         before = {name: _cpu(process) for name, process in processes.items()}
         started = time.perf_counter()
         for i in range(n):
-            data = with_comment(photos[i % len(photos)], f"{path}-{i}-{time.time_ns()}")
+            data = with_comment(photos[i % len(photos)], f"{label}{path}-{i}-{time.time_ns()}")
             image_bytes += len(data)
             sent += _upload(client, storage, headers, path, data)
         seconds = time.perf_counter() - started
@@ -280,20 +347,24 @@ def _measure(
             "total_cpu_s": round(cpu["api"] + cpu["worker"], 4),
             "wall_s_per_upload": round(seconds / n, 3),
         }
-        log(f"{path}: {results[path]}")
+        log(f"{label}{path}: {results[path]}")
+    return results
+
+
+def _ratios(results: dict[str, Any], prefix: str) -> dict[str, float]:
     presigned_api = max(results["presigned"]["api_cpu_s"], 1e-4)
     return {
-        "uploads_per_path": n,
-        "presigned_bytes_ratio": results["presigned"]["bytes_ratio"],
-        "proxied_bytes_ratio": results["proxied"]["bytes_ratio"],
-        "base64_bytes_ratio": results["base64"]["bytes_ratio"],
-        "presigned_api_cpu_s": results["presigned"]["api_cpu_s"],
-        "proxied_api_cpu_s": results["proxied"]["api_cpu_s"],
-        "base64_api_cpu_s": results["base64"]["api_cpu_s"],
-        "presigned_worker_cpu_s": results["presigned"]["worker_cpu_s"],
-        "proxied_worker_cpu_s": results["proxied"]["worker_cpu_s"],
-        "base64_worker_cpu_s": results["base64"]["worker_cpu_s"],
-        "proxied_vs_presigned_api_cpu": round(results["proxied"]["api_cpu_s"] / presigned_api, 2),
-        "base64_vs_presigned_api_cpu": round(results["base64"]["api_cpu_s"] / presigned_api, 2),
-        "upload_paths": results,
+        f"{prefix}proxied_vs_presigned_api_cpu": round(results["proxied"]["api_cpu_s"] / presigned_api, 2),
+        f"{prefix}base64_vs_presigned_api_cpu": round(results["base64"]["api_cpu_s"] / presigned_api, 2),
     }
+
+
+def _auth_request_cpu(client: httpx.Client, api: psutil.Process, n: int = 100) -> float:
+    """API CPU of one small signed-in request (``GET /api/auth/me``: session lookup, user row, JSON answer): the
+    floor under each of the presigned path's two requests."""
+    for _ in range(10):
+        client.get("/api/auth/me").raise_for_status()
+    before = _cpu(api)
+    for _ in range(n):
+        client.get("/api/auth/me")
+    return round(_cpu_used(before, _cpu(api)) / n, 5)

@@ -292,6 +292,68 @@ def test_refusals_of_the_upload_flow(api: dict[str, Any]) -> None:
         assert not store.exists("uploads/y")
 
 
+def test_complete_checks_the_object_in_the_worker_and_the_user_in_its_statement(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """complete asks the store nothing itself: the job finds an object too large (413, all removed) or none yet
+    (409, the photo waits for its upload again); a deactivated user gets the same 401 as on any signed-in route."""
+    from sqlalchemy import update
+
+    from pzone.db.models import User
+
+    app = make_app(pg_url, tmp_path / "data", upload_max_bytes=5_000)
+    add_device(pg_url)
+    with TestClient(app) as client:
+        csrf = signup(client, "big@example.com", "correct horse battery")
+        headers = {"X-CSRF-Token": csrf}
+        store = app.state.store
+        before = object_keys(store)
+        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        ticket = client.post("/api/photos", json=body, headers=headers).json()
+        photo_id = ticket["photo"]["id"]
+        store.put_bytes(
+            f"uploads/{photo_id}", b"\xff" * 6_000, "image/jpeg"
+        )  # past the limit, not via the URL
+        too_large = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert too_large.status_code == 413 and too_large.json()["detail"]["code"] == "too_large"
+        assert _rows(pg_url) == 0 and object_keys(store) == before
+        assert client.get(f"/api/photos/{photo_id}").status_code == 404
+
+        ticket = client.post("/api/photos", json=body, headers=headers).json()
+        photo_id = ticket["photo"]["id"]
+        for _ in range(2):  # nothing uploaded yet, as often as asked; the photo stays open for its upload
+            early = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+            assert early.status_code == 409 and early.json()["detail"]["code"] == "not_uploaded"
+            assert client.get(f"/api/photos/{photo_id}").json()["status"] == "awaiting_upload"
+        assert put_upload(client, ticket["upload"], photo_bytes((60, 40))) in (200, 204)
+        done = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert done.status_code == 200 and done.json()["status"] == "stored", done.text
+        assert done.json()["thumb_url"] and done.json()["created_at"] == ticket["photo"]["created_at"]
+        assert client.get(f"/api/photos/{photo_id}").json() == done.json()
+
+        ticket = client.post("/api/photos", json=body, headers=headers).json()
+        engine = make_engine(pg_url)
+        try:
+            with Session(engine) as session:
+                session.execute(update(User).values(is_active=False))
+                session.commit()
+        finally:
+            engine.dispose()
+        refused = [
+            client.post("/api/photos", json=body, headers=headers),
+            client.post(f"/api/photos/{ticket['photo']['id']}/complete", headers=headers),
+            client.post(
+                "/api/photos/upload",
+                files={"file": ("p.jpg", photo_bytes((60, 40)), "image/jpeg")},
+                data={"device_id": "dev-1"},
+                headers=headers,
+            ),
+        ]
+        for response in refused:
+            assert response.status_code == 401, response.text
+            assert response.json()["detail"] == "Session expired or invalid: log in again."
+
+
 # --- the photo worker: a separate process fed through the real Redis --------------------------------------------------
 @pytest.fixture
 def queued(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
@@ -436,6 +498,31 @@ def test_stopped_worker_gives_202_and_the_photo_is_finished_once_a_worker_starts
         assert _rows(queued["db"]) == 1 and not any(
             k.startswith("uploads/") for k in object_keys(app.state.store)
         )
+
+
+def test_an_early_complete_left_uncollected_does_not_answer_the_next_one(queued: dict[str, Any]) -> None:
+    """complete before the PUT, with the worker late (202): the job later finds nothing and leaves "not uploaded"
+    in Redis; after the PUT, the next complete must wait for its own job, not take that stale outcome."""
+    app = queued_app(queued, processing_wait_s=0.5)
+    with TestClient(app) as client:
+        csrf = signup(client, "early@example.com", "correct horse battery")
+        headers = {"X-CSRF-Token": csrf}
+        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        ticket = client.post("/api/photos", json=body, headers=headers).json()
+        photo_id = ticket["photo"]["id"]
+        early = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert early.status_code == 202 and early.json()["status"] == "processing"
+        app.state.settings.processing_wait_s = 30.0
+        with photo_worker_process(worker_env(queued), queued["log"]):
+            deadline = time.monotonic() + 60
+            while client.get(f"/api/photos/{photo_id}").json()["status"] != "awaiting_upload":
+                assert time.monotonic() < deadline, queued["log"].read_text()
+                time.sleep(0.1)
+            assert put_upload(client, ticket["upload"], photo_bytes()) in (200, 204)
+            done = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+            assert done.status_code == 200 and done.json()["status"] == "stored", done.text
+        twice = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
+        assert twice.status_code == 409 and twice.json()["detail"]["code"] == "already_completed"
 
 
 def test_uploads_never_completed_are_purged_with_their_bytes(api: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ deleted again; originals that already existed — same bytes uploaded before —
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, String, Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Device, Photo, User, Zone
@@ -58,20 +57,71 @@ class UploadTicket:
     expires_at: datetime
 
 
-def resolve_target(
-    session: Session, device_id: str | None, zone_id: str | None
+NOT_AUTHENTICATED = "not_authenticated"  # IntakeError code of a 401: the session's user is gone or inactive
+
+
+def autocommit(session: Session) -> Connection:
+    """The session's connection, in autocommit mode when the session has none yet.
+
+    The API's intake statements are single statements (each atomic alone), so they need no BEGIN and COMMIT round
+    trips; nor does a connection stay "idle in transaction" while a multipart body streams to the store.
+    """
+    if session.in_transaction():
+        return session.connection()
+    return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+# The API's statements are built once, with bound parameters (p_*: names that no column has): building and cache-keying a statement per request
+# costs more CPU than running it.
+_USER, _DEVICE, _ZONE = (
+    bindparam("p_user", type_=String),
+    bindparam("p_device", type_=String),
+    bindparam("p_zone", type_=String),
+)
+_TARGET_QUERIES = {
+    "device": select(User.is_active, Device.id, Device.zone_id)
+    .select_from(User)
+    .outerjoin(Device, Device.id == _DEVICE)
+    .where(User.id == _USER),
+    "zone": select(User.is_active, null(), Zone.id)
+    .select_from(User)
+    .outerjoin(Zone, Zone.id == _ZONE)
+    .where(User.id == _USER),
+    "none": select(User.is_active, null(), null()).where(User.id == _USER),
+}
+_PHOTOS = cast(Table, Photo.__table__)
+_INSERT_PHOTO = insert(_PHOTOS)
+_CLAIM = (
+    update(_PHOTOS)
+    .where(
+        Photo.id == bindparam("p_photo", type_=String),
+        Photo.user_id == _USER,
+        Photo.status == "awaiting_upload",
+        select(User.id).where(User.id == _USER, User.is_active).exists(),
+    )
+    .values(status="processing")
+)
+
+
+def check_target(
+    conn: Connection, user_id: str, device_id: str | None, zone_id: str | None
 ) -> tuple[str | None, str | None]:
-    """The (device, zone) photographed: the device must exist; its zone is taken from it."""
+    """The session's user must exist and be active (401 otherwise, as for every signed-in request); the (device,
+    zone) photographed: the device must exist, its zone is taken from it. One query for all of it."""
+    kind = "device" if device_id is not None else "zone" if zone_id is not None else "none"
+    params = {"p_user": user_id, "p_device": device_id, "p_zone": zone_id}
+    row = conn.execute(_TARGET_QUERIES[kind], params).first()
+    if row is None or not row[0]:
+        raise IntakeError(401, NOT_AUTHENTICATED, "Session expired or invalid: log in again.")
     if device_id is None and zone_id is None:
         raise IntakeError(422, "no_target", "name the device_id (or zone_id) photographed")
     if device_id is not None:
-        device = session.get(Device, device_id)
-        if device is None:
+        if row[1] is None:
             raise IntakeError(404, "unknown_device", f"no device {device_id!r}")
-        if zone_id is not None and zone_id != device.zone_id:
-            raise IntakeError(422, "zone_mismatch", f"device {device_id!r} is in zone {device.zone_id!r}")
-        return device.id, device.zone_id
-    if session.get(Zone, zone_id) is None:
+        if zone_id is not None and zone_id != row[2]:
+            raise IntakeError(422, "zone_mismatch", f"device {device_id!r} is in zone {row[2]!r}")
+        return device_id, row[2]
+    if row[2] is None:
         raise IntakeError(404, "unknown_zone", f"no zone {zone_id!r}")
     return None, zone_id
 
@@ -85,11 +135,39 @@ def check_declared(settings: Settings, content_type: str, size: int | None) -> N
         raise IntakeError(413, "too_large", f"size must be 1..{settings.upload_max_bytes} bytes, got {size}")
 
 
+def _new_photo(
+    conn: Connection,
+    user_id: str,
+    target: tuple[str | None, str | None],
+    status: str,
+    content_type: str,
+    taken_at: datetime | None,
+    photo_id: str | None = None,
+) -> Photo:
+    """INSERT the photo row (one statement); returns the row as an unattached :class:`Photo`, for the answer."""
+    photo_id = photo_id or str(uuid.uuid4())
+    columns = {
+        "id": photo_id,
+        "user_id": user_id,
+        "device_id": target[0],
+        "zone_id": target[1],
+        "status": status,
+        "upload_key": f"uploads/{photo_id}",
+        "declared_content_type": content_type,
+        "client_taken_at": _aware(taken_at),
+        "verdict": "pending",
+        "verdict_attempts": 0,
+        "created_at": datetime.now(UTC),
+    }
+    conn.execute(_INSERT_PHOTO, columns)
+    return Photo(**columns)
+
+
 def create_upload(
     session: Session,
     store: Store,
     settings: Settings,
-    user: User,
+    user_id: str,
     *,
     device_id: str | None,
     zone_id: str | None,
@@ -97,56 +175,31 @@ def create_upload(
     size: int | None,
     taken_at: datetime | None,
 ) -> UploadTicket:
-    """Step 1 of the direct upload: a photo row awaiting its bytes and a presigned PUT URL for them."""
+    """Step 1 of the direct upload: a photo row awaiting its bytes and a presigned PUT URL for them.
+
+    Two statements: the user and target check (:func:`check_target`) and the INSERT, in autocommit.
+    """
+    conn = autocommit(session)
+    target = check_target(conn, user_id, device_id, zone_id)
     check_declared(settings, content_type, size)
-    device, zone = resolve_target(session, device_id, zone_id)
-    photo_id = str(uuid.uuid4())
-    max_bytes = size or settings.upload_max_bytes
-    photo = Photo(
-        id=photo_id,
-        user_id=user.id,
-        device_id=device,
-        zone_id=zone,
-        status="awaiting_upload",
-        upload_key=f"uploads/{photo_id}",
-        declared_content_type=content_type,
-        client_taken_at=_aware(taken_at),
-        verdict="pending",
-        verdict_attempts=0,
-        created_at=datetime.now(UTC),
-    )
-    session.add(photo)
+    photo = _new_photo(conn, user_id, target, "awaiting_upload", content_type, taken_at)
     session.commit()
+    max_bytes = size or settings.upload_max_bytes
     expires_s = settings.upload_url_expires_s
     url = store.presign_put(photo.upload_key or "", content_type, max_bytes=max_bytes, expires_s=expires_s)
     return UploadTicket(photo, url, content_type, max_bytes, datetime.now(UTC) + timedelta(seconds=expires_s))
 
 
-def claim_upload(session: Session, store: Store, settings: Settings, photo: Photo) -> bool:
-    """Step 3, the API's part: the cheap checks of a direct upload, then the photo moves to "processing".
+def claim_upload(session: Session, user_id: str, photo_id: str) -> bool:
+    """Step 3, the API's part: the photo moves from "awaiting_upload" to "processing", in one guarded UPDATE that
+    also checks that it is this user's, and that the user is active.
 
-    Checked here (a HEAD request, no bytes read): the object exists, is not empty and within the size limit; a
-    refusal removes the row and the object. Returns True when this request moved the photo (it must enqueue the
-    job), False when a concurrent request did so first. Everything else is the worker's: :func:`process_staged`.
+    Nothing is read from the store here: the worker checks that the object exists and its size before it reads a
+    byte (:func:`process_staged` with ``direct=True``), and hands back "not uploaded" if it does not. Returns True
+    when this request moved the photo (it must enqueue the job); False otherwise (user inactive, photo unknown,
+    another user's, claimed by a concurrent request, stored or refused): the caller finds out which.
     """
-    if photo.upload_key is None:
-        raise IntakeError(409, "already_completed", "this photo was already completed")
-    try:
-        info = check_uploaded_object(store, photo.upload_key, max_bytes=settings.upload_max_bytes)
-    except ObjectNotFound:
-        raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)") from None
-    except ObjectTooLarge:
-        _discard(session, store, photo)
-        raise IntakeError(413, "too_large", f"the upload exceeds {settings.upload_max_bytes} bytes") from None
-    if info.size == 0:
-        _discard(session, store, photo)
-        raise IntakeError(422, "empty", "the upload is empty")
-    claimed = session.execute(
-        update(Photo)
-        .where(Photo.id == photo.id, Photo.status == "awaiting_upload")
-        .values(status="processing")
-        .execution_options(synchronize_session=False)
-    )
+    claimed = autocommit(session).execute(_CLAIM, {"p_photo": photo_id, "p_user": user_id})
     session.commit()
     return bool(getattr(claimed, "rowcount", 0))
 
@@ -155,7 +208,7 @@ def stage_upload(
     session: Session,
     store: Store,
     settings: Settings,
-    user: User,
+    user_id: str,
     fileobj: IO[bytes],
     *,
     content_type: str,
@@ -165,8 +218,9 @@ def stage_upload(
 ) -> Photo:
     """The multipart path, the API's part: the body goes to the store's staging key in chunks (never held whole),
     and a photo row in status "processing" points at it; the worker then processes it like a direct upload."""
+    conn = autocommit(session)
+    target = check_target(conn, user_id, device_id, zone_id)
     check_declared(settings, content_type, None)
-    device, zone = resolve_target(session, device_id, zone_id)
     photo_id = str(uuid.uuid4())
     upload_key = f"uploads/{photo_id}"
     try:
@@ -176,21 +230,8 @@ def stage_upload(
     if size == 0:
         store.delete(upload_key)
         raise IntakeError(422, "empty", "the upload is empty")
-    photo = Photo(
-        id=photo_id,
-        user_id=user.id,
-        device_id=device,
-        zone_id=zone,
-        status="processing",
-        upload_key=upload_key,
-        declared_content_type=content_type,
-        client_taken_at=_aware(taken_at),
-        verdict="pending",
-        verdict_attempts=0,
-        created_at=datetime.now(UTC),
-    )
-    session.add(photo)
     try:
+        photo = _new_photo(conn, user_id, target, "processing", content_type, taken_at, photo_id)
         session.commit()
     except BaseException:
         session.rollback()
@@ -199,27 +240,45 @@ def stage_upload(
     return photo
 
 
-def process_staged(session: Session, store: Store, settings: Settings, photo: Photo) -> None:
+def process_staged(
+    session: Session, store: Store, settings: Settings, photo: Photo, *, direct: bool = False
+) -> None:
     """The worker's part: full check, SHA-256, original, derivatives, verdict, commit; the upload object goes.
 
-    A refusal (:class:`IntakeError`) removes the row and every object made for it before it is raised.
+    ``direct``: a presigned upload, whose bytes the API never saw. Its object is checked first with a HEAD (exists,
+    within ``PZONE_UPLOAD_MAX_BYTES``, as the API once did itself); nothing there yet is a 409 ``not_uploaded`` that
+    puts the photo back to "awaiting_upload", so that the client can PUT and complete again. The download is capped
+    at the limit too (the object may be replaced after the HEAD).
+
+    Any other refusal (:class:`IntakeError`) removes the row and every object made for it before it is raised.
     A photo already stored (a job delivered twice) is left as it is.
     """
     if photo.status == "stored":
         return
     if photo.status != "processing" or photo.upload_key is None:
         raise IntakeError(409, "not_processing", f"photo in status {photo.status!r} cannot be processed")
-    upload_key = photo.upload_key
+    upload_key, max_bytes = photo.upload_key, settings.upload_max_bytes
     try:
-        with _downloaded(store, upload_key) as path:
+        if direct:
+            try:
+                check_uploaded_object(store, upload_key, max_bytes=max_bytes)
+            except ObjectNotFound:
+                photo.status = "awaiting_upload"
+                session.commit()
+                raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)") from None
+        with _downloaded(store, upload_key, max_bytes) as path:
             _store_checked(
                 session, store, settings, photo, path, photo.declared_content_type, source_key=upload_key
             )
     except ObjectNotFound:
         _discard(session, store, photo)
         raise IntakeError(409, "not_uploaded", "the uploaded object is gone") from None
-    except IntakeError:
+    except ObjectTooLarge:
         _discard(session, store, photo)
+        raise IntakeError(413, "too_large", f"the upload exceeds {max_bytes} bytes") from None
+    except IntakeError as exc:
+        if exc.code != "not_uploaded" or not direct:
+            _discard(session, store, photo)
         raise
     store.delete(upload_key)
 
@@ -310,11 +369,17 @@ def _discard(session: Session, store: Store, photo: Photo) -> None:
 
 
 @contextmanager
-def _downloaded(store: Store, key: str) -> Iterator[Path]:
+def _downloaded(store: Store, key: str, max_bytes: int) -> Iterator[Path]:
+    """The object in a temporary file; :class:`ObjectTooLarge` as soon as it passes ``max_bytes``."""
     with tempfile.TemporaryDirectory(prefix="pzone-check-") as folder:
         path = Path(folder) / "object"
         with store.open(key) as source, path.open("wb") as out:
-            shutil.copyfileobj(source, out, 1024 * 1024)
+            written = 0
+            while chunk := source.read(1024 * 1024):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ObjectTooLarge(key, max_bytes)
+                out.write(chunk)
         yield path
 
 

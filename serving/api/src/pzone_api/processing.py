@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,11 +35,12 @@ from huey.api import TaskWrapper
 from huey.consumer import Consumer
 from huey.exceptions import HueyException, ResultTimeout, TaskException
 from sqlalchemy import Engine
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, User
 from pzone.storage import LocalObjectStore, S3ObjectStore
-from pzone_api.intake import IntakeError, claim_upload, discard_photo, process_staged
+from pzone_api.intake import NOT_AUTHENTICATED, IntakeError, claim_upload, discard_photo, process_staged
 from pzone_api.settings import Settings
 
 logger = logging.getLogger("pzone.api.processing")
@@ -67,21 +70,32 @@ class PhotoQueue:
     def immediate(self) -> bool:
         return bool(self.huey.immediate)
 
-    def enqueue(self, photo_id: str) -> None:
-        """Queue the photo's job (immediate mode: run it now, in this thread)."""
-        self.huey.enqueue(self._task.s(photo_id, id=job_id(photo_id)))
+    def enqueue(self, photo_id: str, claim: str | None = None, *, direct: bool = False) -> None:
+        """Queue the photo's job (immediate mode: run it now, in this thread).
+
+        ``claim``: a token of the request that enqueues, echoed in the outcome (see :func:`await_processing`);
+        ``direct``: a presigned upload, which the worker checks for existence and size first.
+        """
+        self.huey.enqueue(self._task.s(photo_id, claim, direct, id=job_id(photo_id)))
 
     def wait(self, photo_id: str, timeout_s: float) -> Outcome | None:
         """The job's outcome, waiting up to ``timeout_s`` for it (0: do not wait); None if there is none yet."""
-        try:
-            value = self.huey.result(
-                job_id(photo_id), blocking=timeout_s > 0, timeout=timeout_s or None, preserve=True
-            )
-        except ResultTimeout:
-            return None
-        except TaskException as exc:  # the job itself failed outside its own error handling
-            logger.error("photo job %s failed: %s", photo_id, exc.metadata.get("error"))
-            return _outcome(photo_id, None, _FAILED)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                value = self.huey.result(
+                    job_id(photo_id), blocking=timeout_s > 0, timeout=timeout_s or None, preserve=True
+                )
+                break
+            except ResultTimeout:
+                # huey returns after one notification even when it was an older job's (whose outcome is gone):
+                # wait on for the rest of the time. Each turn blocks, or takes one notification out: no spinning.
+                timeout_s = deadline - time.monotonic()
+                if timeout_s <= 0.001:
+                    return None
+            except TaskException as exc:  # the job itself failed outside its own error handling
+                logger.error("photo job %s failed: %s", photo_id, exc.metadata.get("error"))
+                return _outcome(photo_id, None, _FAILED)
         return value if isinstance(value, Mapping) else None
 
     def forget(self, photo_id: str) -> None:
@@ -100,41 +114,58 @@ class PhotoQueue:
             self.huey.storage.close()
 
     # --- the job ---------------------------------------------------------------------------------------------------
-    def _process(self, photo_id: str) -> dict[str, Any]:
+    def _process(self, photo_id: str, claim: str | None = None, direct: bool = False) -> dict[str, Any]:
         """The job: process a staged photo; returns its outcome (a plain dict: API and worker may differ in version)."""
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 photo = session.get(Photo, photo_id)
                 if photo is None:
-                    return _outcome(photo_id, None, IntakeError(404, "not_found", "no such photo"))
+                    return _outcome(photo_id, None, IntakeError(404, "not_found", "no such photo"), claim)
                 user_id = photo.user_id
                 try:
-                    process_staged(session, self.store, self.settings, photo)
+                    process_staged(session, self.store, self.settings, photo, direct=direct)
                 except IntakeError as exc:
-                    return _outcome(photo_id, user_id, exc)
-                return _outcome(photo_id, user_id, None)
+                    return _outcome(photo_id, user_id, exc, claim)
+                return _outcome(photo_id, user_id, None, claim, photo)
         except Exception:
             # Storage or database trouble: the photo cannot be finished; remove what is left of it, so that nothing
             # stays half-stored, and tell the client to upload it again.
             logger.exception("processing photo %s failed", photo_id)
             with contextlib.suppress(Exception), Session(self.engine) as session:
                 discard_photo(session, self.store, photo_id)
-            return _outcome(photo_id, None, _FAILED)
+            return _outcome(photo_id, None, _FAILED, claim)
 
 
 _FAILED = IntakeError(503, "processing_failed", "the photo could not be processed; please upload it again")
 
 
-def _outcome(photo_id: str, user_id: str | None, refusal: IntakeError | None) -> dict[str, Any]:
+def _outcome(
+    photo_id: str,
+    user_id: str | None,
+    refusal: IntakeError | None,
+    claim: str | None = None,
+    photo: Photo | None = None,
+) -> dict[str, Any]:
+    """The job's result. A stored photo comes with its columns as committed, so that the waiting request answers
+    without reading the row again."""
     if refusal is None:
-        return {"photo_id": photo_id, "user_id": user_id, "status": 200, "code": STORED, "reason": ""}
-    return {
+        status, code, reason = 200, STORED, ""
+    else:
+        status, code, reason = refusal.status, refusal.code, refusal.reason
+    outcome: dict[str, Any] = {
         "photo_id": photo_id,
         "user_id": user_id,
-        "status": refusal.status,
-        "code": refusal.code,
-        "reason": refusal.reason,
+        "status": status,
+        "code": code,
+        "reason": reason,
+        "claim": claim,
     }
+    if photo is not None:
+        outcome["photo"] = {name: getattr(photo, name) for name in _PHOTO_COLUMNS}
+    return outcome
+
+
+_PHOTO_COLUMNS = tuple(column.key for column in sa_inspect(Photo).column_attrs)
 
 
 class _ThreadConsumer(Consumer):
@@ -161,48 +192,93 @@ def photo_queue_from_settings(settings: Settings, engine: Engine, store: Store) 
 
 
 # --- the API's side ------------------------------------------------------------------------------------------------
+def new_claim() -> str:
+    """A token for one enqueue, echoed in its outcome."""
+    return secrets.token_hex(8)
+
+
 def complete(
-    session: Session, store: Store, settings: Settings, queue: PhotoQueue, user: User, photo_id: str
+    session: Session, store: Store, settings: Settings, queue: PhotoQueue, user_id: str, photo_id: str
 ) -> Photo:
-    """``POST /api/photos/{id}/complete``: cheap checks, enqueue, wait for the worker's outcome.
+    """``POST /api/photos/{id}/complete``: claim the photo, enqueue its job, wait for the worker's outcome.
 
     Returns the photo, stored, or still ``processing`` when the worker did not answer in time; raises the
-    refusal's :class:`IntakeError` (the worker has removed the row and its objects by then).
+    refusal's :class:`IntakeError` (the worker has removed the row and its objects by then; or, for 409
+    ``not_uploaded``, put the photo back to "awaiting_upload"), or a 401 one when the session's user is inactive.
     Blocks up to ``PZONE_PROCESSING_WAIT_S``: call it from a worker thread, never on the event loop.
+    The usual case costs the API one UPDATE and the queue's round trips; the store is not asked anything here.
     """
+    if claim_upload(session, user_id, photo_id):
+        return enqueue_and_wait(session, settings, queue, photo_id, direct=True)
+    # Not claimed: find out why (the rare paths).
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise IntakeError(401, NOT_AUTHENTICATED, "Session expired or invalid: log in again.")
     photo = session.get(Photo, photo_id)
-    if photo is not None and photo.user_id != user.id:
+    if photo is not None and photo.user_id != user_id:
         raise IntakeError(404, "not_found", "no such photo")  # another user's photo is not even acknowledged
-    if photo is None or photo.status not in ("awaiting_upload", "processing"):
+    if photo is None or photo.status != "processing":
         # A job may have finished after an earlier request stopped waiting: its outcome answers this one.
         outcome = queue.wait(photo_id, 0)
-        if outcome is not None and outcome.get("user_id") == user.id:
-            return _deliver(session, queue, photo_id, outcome)
+        if outcome is not None and outcome.get("user_id") == user_id:
+            return _deliver(session, queue, photo_id, outcome, None)
         if photo is None:
             raise IntakeError(404, "not_found", "no such photo")
+        if photo.status == "awaiting_upload":  # put back just now by a job that found nothing uploaded
+            raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)")
         raise IntakeError(409, "already_completed", "this photo was already completed")
-    if photo.status == "awaiting_upload" and claim_upload(session, store, settings, photo):
-        queue.enqueue(photo_id)
     return await_processing(session, settings, queue, photo_id)
 
 
-def await_processing(session: Session, settings: Settings, queue: PhotoQueue, photo_id: str) -> Photo:
-    """Wait for a photo's job (enqueued already) and return the stored photo, or the photo still processing."""
+def enqueue_and_wait(
+    session: Session, settings: Settings, queue: PhotoQueue, photo_id: str, *, direct: bool = False
+) -> Photo:
+    """Enqueue the job of a photo this request moved to "processing", and wait for it (:func:`await_processing`)."""
+    claim = new_claim()
+    queue.enqueue(photo_id, claim, direct=direct)
+    return await_processing(session, settings, queue, photo_id, claim)
+
+
+def await_processing(
+    session: Session, settings: Settings, queue: PhotoQueue, photo_id: str, claim: str | None = None
+) -> Photo:
+    """Wait for a photo's job (enqueued already) and return the stored photo, or the photo still processing.
+
+    ``claim``: the token this request enqueued with. An outcome of an earlier job of the same photo may still be
+    waiting (a "not uploaded" that nobody collected, the client having given up after a 202); with another token
+    it is stale, and skipped.
+    """
     session.commit()  # no transaction (and no pooled connection) is held while waiting
+    deadline = time.monotonic() + settings.processing_wait_s
     outcome = queue.wait(photo_id, settings.processing_wait_s)
+    while (
+        outcome is not None
+        and claim is not None
+        and outcome.get("code") == "not_uploaded"
+        and outcome.get("claim") not in (None, claim)
+    ):
+        queue.forget(photo_id)
+        outcome = queue.wait(photo_id, max(deadline - time.monotonic(), 0.001))
     if outcome is not None:
-        return _deliver(session, queue, photo_id, outcome)
+        return _deliver(session, queue, photo_id, outcome, claim)
     photo = session.get(Photo, photo_id, populate_existing=True)
     if photo is None:  # refused meanwhile, and the outcome went to another request
         raise IntakeError(404, "not_found", "no such photo")
     return photo
 
 
-def _deliver(session: Session, queue: PhotoQueue, photo_id: str, outcome: Outcome) -> Photo:
+def _deliver(
+    session: Session, queue: PhotoQueue, photo_id: str, outcome: Outcome, claim: str | None
+) -> Photo:
     queue.forget(photo_id)
     if outcome.get("code") != STORED:
         raise IntakeError(int(outcome["status"]), str(outcome["code"]), str(outcome["reason"]))
-    photo = session.get(Photo, photo_id, populate_existing=True)
+    columns = outcome.get("photo")
+    if claim is not None and outcome.get("claim") == claim and isinstance(columns, Mapping):
+        return Photo(**columns)  # the row as the worker just committed it: no need to read it back
+    photo = session.get(
+        Photo, photo_id, populate_existing=True
+    )  # an older outcome: the row may have moved on
     if photo is None:
         raise IntakeError(404, "not_found", "no such photo")
     return photo
