@@ -12,7 +12,7 @@ from tests.support.repro import make_project, populate_platform, project_env, ru
 
 TINY = {
     "prepare": {"image_size": 64, "val_fraction": 0.15, "test_fraction": 0.2},
-    "train": {"epochs": 6, "batch_size": 32},
+    "train": {"epochs": 20, "batch_size": 32},
     "register": {"margin": 0.02, "min_macro_f1": 0.3},
 }
 
@@ -34,7 +34,9 @@ def model_versions(root: Path) -> dict[str, str]:
         configure_mlflow(Settings())
         client = MlflowClient()
         found = client.search_model_versions("name='pzone-tilt'")
-        return {str(v.version): ",".join(sorted(v.aliases)) for v in found}
+        # search results leave aliases out: ask for each version
+        full = [client.get_model_version("pzone-tilt", str(v.version)) for v in found]
+        return {str(v.version): ",".join(sorted(v.aliases)) for v in full}
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -55,7 +57,7 @@ def test_empty_platform_fails_clearly_and_registers_nothing(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_repro_trains_registers_skips_when_unchanged_and_gates_a_bad_challenger(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", TINY)
-    populate_platform(root, 300, seed=3)
+    populate_platform(root, 400, seed=3)
 
     run_dvc(root, "repro")
     history = list(csv.DictReader((root / "reports" / "train_history.csv").open()))
@@ -67,7 +69,7 @@ def test_repro_trains_registers_skips_when_unchanged_and_gates_a_bad_challenger(
     assert decision["promote"] is True, decision
     assert model_versions(root) == {"1": "challenger,champion"}
     snapshot_files = sorted(p.name for p in (root / "data" / "snapshot" / "images").rglob("*.jpg"))
-    assert len(snapshot_files) == 300
+    assert len(snapshot_files) == 400
 
     # Nothing changed on the platform: only the snapshot looks, everything downstream is skipped.
     lock = (root / "dvc.lock").read_text()

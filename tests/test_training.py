@@ -374,9 +374,10 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
     from pzone_training import evaluate, train
 
     monkeypatch.chdir(tmp_path)
-    for name in ("PZONE_MLFLOW_EXPERIMENT", "PZONE_MLFLOW_MODEL_NAME", "PZONE_MLFLOW_ARTIFACT_LOCATION"):
+    for name in ("PZONE_MLFLOW_EXPERIMENT", "PZONE_MLFLOW_MODEL_NAME", "PZONE_MLFLOW_ARTIFACT_ROOT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PZONE_MLFLOW_TRACKING_URI", "sqlite:///.pzone/mlflow.db")
+    monkeypatch.setenv("PZONE_DATA_DIR", str(tmp_path / ".pzone"))  # the MLflow store defaults to data_dir
+    monkeypatch.delenv("PZONE_MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text(
         "base: {seed: 3}\nprepare: {image_size: 32}\n"
         "train: {arch: tiny_cnn, epochs: 2, batch_size: 16, lr: 0.003, num_threads: 2}\nevaluate: {batch_size: 8}\n"

@@ -22,14 +22,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from PIL import Image, ImageOps
 
+from pzone import preprocess
 from pzone.telemetry import TILT_CLASSES
 from pzone_pipelines.snapshot import Entry, read_manifest
 
 SPLITS = ("train", "val", "test")
 SPLIT_SALT = "pzone-split-v1"  # fixed: changing the seed must not move photos between splits
-MAX_PIXELS = 64_000_000
 
 
 class PrepareError(RuntimeError):
@@ -81,15 +80,8 @@ def assign_split(sha256: str, params: PrepareParams, test_members: set[str]) -> 
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
-    """Decode, apply EXIF orientation, letterbox to size×size RGB (uint8). Raises on an unreadable image."""
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # a bomb is an error, not a warning
-    with Image.open(path) as image:
-        image.draft("RGB", (size * 2, size * 2))  # JPEG: let the decoder scale down by 1/2..1/8 (much faster)
-        upright = ImageOps.exif_transpose(image).convert("RGB")
-    upright.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    canvas = Image.new("RGB", (size, size), (0, 0, 0))
-    canvas.paste(upright, ((size - upright.width) // 2, (size - upright.height) // 2))
-    return np.asarray(canvas, dtype=np.uint8)
+    """Decode, apply EXIF orientation, letterbox to size×size RGB (uint8): the model tier does the same."""
+    return preprocess.load_square(path, size)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from pzone import preprocess
 from pzone_training import CLASSES
 
 # The letterbox border; augmentation fills rotated-in corners with the same colour.
-PAD_VALUE = 0
+PAD_VALUE = preprocess.PAD_VALUE
 
 
 class Split(NamedTuple):
@@ -47,13 +48,7 @@ def load_split(directory: Path | str) -> Split:
 
 def letterbox(image: Image.Image, size: int, fill: int = PAD_VALUE) -> np.ndarray:
     """Fit the whole photo into size×size keeping its aspect ratio (angles must not be distorted), pad the rest."""
-    rgb = image.convert("RGB")
-    scale = size / max(rgb.width, rgb.height)
-    width, height = max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))
-    resized = rgb.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    canvas = Image.new("RGB", (size, size), (fill, fill, fill))
-    canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
-    return np.asarray(canvas, dtype=np.uint8)
+    return preprocess.letterbox(image, size, fill)
 
 
 def resize_square(images: np.ndarray, size: int) -> np.ndarray:

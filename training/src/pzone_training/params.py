@@ -57,6 +57,9 @@ class TrainParams:
     class_weight_power: float = 0.5
     weights_path: str = ""
     num_threads: int = 0
+    # A negative control: train on a seeded permutation of the train labels (val and test keep the truth).
+    # Such a model must never pass the gate; the pipeline test uses it.
+    shuffle_labels: bool = False
     seed: int = 42
     augment: AugmentParams = field(default_factory=AugmentParams)
 

@@ -6,7 +6,6 @@ Only ``PZONE_MLFLOW_*`` variables are read; nothing secret is logged.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,52 +13,33 @@ import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_TRACKING_URI = "sqlite:///.pzone/mlflow.db"
-DEFAULT_EXPERIMENT = "pzone-tilt"
-DEFAULT_MODEL_NAME = "pzone-tilt"
-DEFAULT_ARTIFACT_DIR = ".pzone/mlartifacts"
 CHAMPION_ALIAS = "champion"
 
 
+def _settings() -> Any:
+    # One Settings for the trainer job (all of its stages): the pipelines package owns it.
+    from pzone_pipelines.settings import Settings
+
+    return Settings()
+
+
 def tracking_uri() -> str:
-    return os.environ.get("PZONE_MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    return str(_settings().tracking_uri)
 
 
 def experiment_name() -> str:
-    return os.environ.get("PZONE_MLFLOW_EXPERIMENT", DEFAULT_EXPERIMENT)
+    return str(_settings().mlflow_experiment)
 
 
 def model_name() -> str:
-    return os.environ.get("PZONE_MLFLOW_MODEL_NAME", DEFAULT_MODEL_NAME)
-
-
-def _is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    return str(_settings().mlflow_model_name)
 
 
 def configure_mlflow() -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    import mlflow
+    from pzone_pipelines.tracking import configure_mlflow as configure
 
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        # sqlite:///rel/path and sqlite:////abs/path: SQLite will not create the folder itself.
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    name = experiment_name()
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        mlflow.set_experiment(experiment_id=experiment.experiment_id)
-        return str(experiment.experiment_id)
-    location = os.environ.get("PZONE_MLFLOW_ARTIFACT_LOCATION")
-    if location is None and _is_local(uri):
-        # Without this a SQLite store puts artifacts in ./mlruns; a remote server chooses its own root.
-        folder = Path(DEFAULT_ARTIFACT_DIR).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        location = folder.as_uri()
-    experiment_id = str(mlflow.create_experiment(name, artifact_location=location))
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
+    return configure(_settings())
 
 
 def dataset_hash(lock_path: Path | str = "dvc.lock", snapshot_dir: Path | str = "data/snapshot") -> str:

@@ -1,0 +1,47 @@
+"""The one image preprocessing that training and serving share: decode, orient, letterbox to a square.
+
+A model sees at serving time exactly what it saw in training (``prepare`` stage and the model tier both call this),
+so the tilt geometry is never distorted: the whole photo is fitted into size×size keeping its aspect ratio and the
+rest is padded. Needs Pillow and numpy (the ``cli`` extra of pzone-core, and every package that trains or serves).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+PAD_VALUE = 0
+MAX_PIXELS = 64_000_000  # a decompression bomb is an error, not a warning
+
+
+def letterbox(image: Image.Image, size: int, fill: int = PAD_VALUE) -> np.ndarray:
+    """Fit the whole picture into size×size keeping its aspect ratio, pad the rest; uint8 RGB (size, size, 3)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    scale = size / max(rgb.width, rgb.height)
+    width, height = max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))
+    resized = rgb.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), (fill, fill, fill))
+    canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def load_square(source: Path | str | IO[bytes], size: int) -> np.ndarray:
+    """Decode (JPEG draft mode: the decoder scales down by 1/2..1/8, much faster), apply EXIF orientation,
+    letterbox. Raises Pillow's errors for an unreadable image and ``DecompressionBombError`` past MAX_PIXELS."""
+    from PIL import Image, ImageOps
+
+    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with Image.open(source) as image:
+        if image.width * image.height > MAX_PIXELS:  # Pillow itself only warns between 1× and 2× its limit
+            raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels is over the limit")
+        image.draft("RGB", (size * 2, size * 2))
+        upright = ImageOps.exif_transpose(image)
+        return letterbox(upright, size)
