@@ -12,7 +12,7 @@ SQLite database and local object store; MLflow tracks into the project's own sto
   uint8 arrays → albumentations augmentation → normalized tensors) with no model step; the same with the
   torchvision-transforms version of the augmentation (``loader_torchvision_images_per_s``).
 
-    uv run python benchmarks/training.py --quick   # 240 photos, 64 px, 2 epochs (limit: 45 s)
+    uv run python benchmarks/training.py --quick   # 200 photos, 64 px, 2 epochs (limit: 45 s)
     uv run python benchmarks/training.py           # 2,000 photos with the repository's params.yaml
 
 Progress goes to stderr; the last line on stdout is one JSON object.
@@ -69,12 +69,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small and fast (≤ 45 s)")
     parser.add_argument(
-        "--count", type=int, help="photos on the synthetic platform (default 2000, quick 240)"
+        "--count", type=int, help="photos on the synthetic platform (default 2000, quick 200)"
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temp project and print its path")
     args = parser.parse_args()
-    count = args.count or (240 if args.quick else 2000)
+    count = args.count or (200 if args.quick else 2000)
 
     import yaml
 

@@ -541,6 +541,7 @@ def test_migration_0003_upgrade_and_downgrade(db_url: str) -> None:
         finally:
             eng.dispose()
 
+    downgrade(db_url, "0003")  # the fixture migrates to head; later revisions are tested with their own work
     assert current(db_url) == "0003"
     tables, indexes = schema()
     assert "photo_labels" in tables and "ix_sensor_readings_device_received" in indexes
@@ -549,9 +550,10 @@ def test_migration_0003_upgrade_and_downgrade(db_url: str) -> None:
     tables, indexes = schema()
     assert "photo_labels" not in tables and "ix_sensor_readings_device_received" not in indexes
     assert "photos" in tables and "ix_sensor_readings_device_measured" in indexes
-    upgrade(db_url)
+    upgrade(db_url, "0003")
     assert current(db_url) == "0003"
     assert "photo_labels" in schema()[0]
+    upgrade(db_url)
 
 
 # --- the API ----------------------------------------------------------------------------------------------------------

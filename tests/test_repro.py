@@ -74,7 +74,7 @@ def test_repro_trains_registers_skips_when_unchanged_and_gates_a_bad_challenger(
     # Nothing changed on the platform: only the snapshot looks, everything downstream is skipped.
     lock = (root / "dvc.lock").read_text()
     again = run_dvc(root, "repro")
-    for stage in ("prepare", "train", "evaluate", "register"):
+    for stage in ("prepare", "train", "evaluate", "register", "package"):
         assert f"Stage '{stage}' didn't change, skipping" in again.stdout, again.stdout
     assert (root / "dvc.lock").read_text() == lock
     assert model_versions(root) == {"1": "challenger,champion"}

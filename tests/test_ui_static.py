@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +114,53 @@ def test_the_ui_needs_nothing_from_the_internet() -> None:
         text = path.read_text(encoding="utf-8")
         assert not external.search(text), f"{path.name} refers to {external.search(text)}"
         assert "@import" not in text and "@font-face" not in text, path.name
+
+
+def test_the_dashboard_draws_live_accuracy() -> None:
+    app_js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    assert "/api/accuracy" in app_js and "accuracyChart(" in app_js
+    assert "export function accuracyChart" in (STATIC_DIR / "chart.js").read_text(encoding="utf-8")
+
+
+# A DOM of the least the chart uses (createElementNS, setAttribute, append), so that Node can run it.
+ACCURACY_CHART_CHECK = """
+class El { constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.textContent = ""; }
+  setAttribute(k, v) { this.attrs[k] = v; } append(...c) { this.children.push(...c); } }
+globalThis.document = { createElementNS: (_ns, tag) => new El(tag) };
+const { accuracyChart } = await import(process.argv[2]);
+const point = (t, accuracy, n) => ({ t, accuracy, macro_f1: accuracy / 2, n });
+const versions = [
+  { model_version: "v1", points: [point("2026-03-01T11:00:00Z", 1, 3), point("2026-03-01T11:15:00Z", 0.5, 2),
+                                  point("2026-03-01T11:45:00Z", 0.75, 4)] },
+  { model_version: "v2", points: [point("2026-03-01T12:00:00Z", 0.25, 4)] },
+  { model_version: "v3", points: [] },
+];
+const root = accuracyChart(versions, { since: "2026-03-01T11:00:00Z", until: "2026-03-01T12:10:00Z", bucketS: 900 });
+const series = root.children.filter((c) => c.attrs.class === "accuracy-series");
+const empty = accuracyChart([], { since: "2026-03-01T11:00:00Z", until: "2026-03-01T12:10:00Z" });
+console.log(JSON.stringify({
+  label: root.attrs["aria-label"],
+  series: series.map((s) => ({ version: s.attrs["data-model-version"], d: s.children[0].attrs.d,
+                               dots: s.children.length - 1, color: s.children[0].attrs.stroke })),
+  empty: empty.attrs["aria-label"],
+}));
+"""
+
+
+def test_accuracy_chart_draws_one_line_per_version(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = tmp_path / "check.mjs"
+    script.write_text(ACCURACY_CHART_CHECK, encoding="utf-8")
+    chart = tmp_path / "chart.mjs"  # .mjs: Node loads it as an ES module without a package.json
+    chart.write_bytes((STATIC_DIR / "chart.js").read_bytes())
+    done = subprocess.run([node, str(script), chart.as_uri()], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["label"] == "Live accuracy by model version: v1 latest 75%; v2 latest 25%."
+    v1, v2 = out["series"]  # a version without points draws nothing
+    assert (v1["version"], v1["dots"], v2["version"], v2["dots"]) == ("v1", 3, "v2", 1)
+    assert v1["d"].count("M") == 2 and v1["d"].count("L") == 1  # the bucket left out (11:30) breaks the line
+    assert v1["color"] != v2["color"]
+    assert "no scored predictions" in out["empty"]

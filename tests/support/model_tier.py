@@ -32,12 +32,9 @@ class _Handler(BaseHTTPRequestHandler):
             if part.get_param("name", header="content-disposition") == "images"
         ]
         self.server.requests += 1  # type: ignore[attr-defined]
+        stand_in: ModelTierStandIn = self.server.stand_in  # type: ignore[attr-defined]
         results = [
-            {
-                "label": "upright",
-                "probs": {"upright": 0.9, "tilted": 0.07, "fallen": 0.03},
-                "model_version": MODEL_VERSION,
-            }
+            {"label": stand_in.label, "probs": stand_in.probs(), "model_version": stand_in.model_version}
             for _ in images
         ]
         payload = json.dumps({"results": results}).encode()
@@ -52,9 +49,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ModelTierStandIn:
-    def __init__(self) -> None:
+    """Answers every image with ``label`` (0.9) as ``model_version``; both may be changed while it runs (a new model
+    version deployed)."""
+
+    def __init__(self, model_version: str = MODEL_VERSION, label: str = "upright") -> None:
         self.port = free_port()
+        self.model_version = model_version
+        self.label = label
         self._server: ThreadingHTTPServer | None = None
+
+    def probs(self) -> dict[str, float]:
+        others = [name for name in ("upright", "tilted", "fallen") if name != self.label]
+        return {self.label: 0.9, others[0]: 0.07, others[1]: 0.03}
 
     @property
     def url(self) -> str:
@@ -67,6 +73,7 @@ class ModelTierStandIn:
     def start(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         self._server.requests = 0  # type: ignore[attr-defined]
+        self._server.stand_in = self  # type: ignore[attr-defined]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

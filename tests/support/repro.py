@@ -29,16 +29,29 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]
 
 
 def make_project(root: Path, params: Mapping[str, Any] | None = None) -> Path:
-    """Copy dvc.yaml and every code file its stages depend on; write params.yaml (repo's, with overrides)."""
+    """Copy dvc.yaml and every source its stages depend on (not the pipeline's own outputs); write params.yaml
+    (the repository's, with overrides)."""
     root.mkdir(parents=True, exist_ok=True)
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    outputs = {
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in pipeline["stages"].values()
+        for key in ("outs", "metrics", "plots")
+        for out in stage.get(key, [])
+    }
     for stage in pipeline["stages"].values():
         for dep in stage.get("deps", []):
-            source = REPO / dep
-            if source.is_file() and dep.endswith(".py"):
-                (root / dep).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(source, root / dep)
+            if any(dep == out or dep.startswith(f"{out}/") for out in outputs):
+                continue
+            source, target = REPO / dep, root / dep
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(
+                    source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            elif source.is_file():
+                shutil.copy(source, target)
     write_params(root, params or {})
     run_dvc(root, "init", "--no-scm", "-q")
     run_dvc(root, "config", "core.analytics", "false")

@@ -232,6 +232,21 @@ class PhotoLabel(Base):
     params_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the LabelParams used
 
 
+class Prediction(Base):
+    """One verdict of the model tier on one photo, kept for good: a re-classification adds a row (the photo keeps the
+    latest verdict). Scored against the photo's effective label by ``pzone.accuracy``; revision 0004."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_version_predicted", "model_version", "predicted_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(16))  # upright, tilted or fallen
+    probs: Mapped[str | None] = mapped_column(Text)  # JSON {"upright": p, "tilted": p, "fallen": p}
+    predicted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 RAW_PAYLOAD_KEEP_BYTES = 65536
 
 

@@ -332,7 +332,7 @@ def _store_checked(
                 created.append(key)
             keys[name] = key
         _fill(photo, info, sha, original_key, keys, path.stat().st_size)
-        apply_verdict(photo, (classify(settings, [derivatives["preview"]]) or [None])[0])
+        apply_verdict(session, photo, (classify(settings, [derivatives["preview"]]) or [None])[0])
         session.commit()
     except BaseException:
         session.rollback()

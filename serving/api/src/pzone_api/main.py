@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     # --- routers of the other resources are included below
-    from pzone_api.api.routes import auth, dashboard, devices, labels, objects, photos
+    from pzone_api.api.routes import accuracy, auth, dashboard, devices, labels, objects, photos
 
     app.include_router(auth.router)
     app.include_router(photos.router)
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(objects.router)
     app.include_router(devices.router)
     app.include_router(dashboard.router)
+    app.include_router(accuracy.router)
     _serve_ui(app)
     return app
 

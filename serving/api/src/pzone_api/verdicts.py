@@ -4,6 +4,7 @@ Contract (the model tier issue implements the server): a multipart form with one
 ``{"results": [{"label": "upright|tilted|fallen", "probs": {"upright": p, ...}, "model_version": "..."}, ...]}``
 in the order of the files; an item that could not be classified has ``{"error": "..."}`` instead.
 The front never fails an upload because of the model tier: a photo without an answer stays ``pending``.
+Every answer is also kept as a ``predictions`` row (scored later by ``pzone.accuracy``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from pzone.db.models import Photo
+from pzone.db.models import Photo, Prediction
 from pzone.storage import LocalObjectStore, S3ObjectStore
 from pzone_api.settings import Settings
 
@@ -64,14 +65,27 @@ def _verdict(item: object) -> Verdict | None:
     )
 
 
-def apply_verdict(photo: Photo, verdict: Verdict | None) -> None:
+def apply_verdict(session: Session, photo: Photo, verdict: Verdict | None) -> None:
+    """Count the attempt; with a verdict, put it on the photo and add its ``predictions`` row (the caller commits
+    both in one transaction). A later verdict, e.g. by a new model version, adds a row and replaces the photo's."""
     photo.verdict_attempts += 1
     if verdict is None:
         return
+    now = datetime.now(UTC)
+    probs = json.dumps(verdict.probs)
     photo.verdict = verdict.label
-    photo.verdict_probs = json.dumps(verdict.probs)
+    photo.verdict_probs = probs
     photo.model_version = verdict.model_version
-    photo.verdict_at = datetime.now(UTC)
+    photo.verdict_at = now
+    session.add(
+        Prediction(
+            photo_id=photo.id,
+            model_version=verdict.model_version,
+            label=verdict.label,
+            probs=probs,
+            predicted_at=now,
+        )
+    )
 
 
 def retry_pending(
@@ -94,6 +108,6 @@ def retry_pending(
         if verdicts is None:
             return 0
         for photo, verdict in zip(photos, verdicts, strict=True):
-            apply_verdict(photo, verdict)
+            apply_verdict(session, photo, verdict)
         session.commit()
         return sum(v is not None for v in verdicts)

@@ -2,7 +2,7 @@
 // Plain ES modules, no build step. Every value from the API is put in the page as text, never as HTML.
 
 import { ApiError, api, sendWithProgress, setCsrfToken } from "./api.js";
-import { tiltChart } from "./chart.js";
+import { accuracyChart, seriesColor, tiltChart } from "./chart.js";
 
 const DASHBOARD_REFRESH_MS = 5000;
 const VERDICT_POLL_MS = 5000;
@@ -12,6 +12,13 @@ const PROCESSING_POLL_MS = 1000;
 const PROCESSING_POLL_MAX = 30;
 const HISTORY_PAGE_SIZE = 10;
 const TILT_WINDOWS = [15, 60, 360, 1440];
+// The accuracy chart's windows and the bucket of each point (GET /api/accuracy?window=&bucket=).
+const ACCURACY_WINDOWS = [
+  { window: "1h", bucket: "5m", label: "1 h" },
+  { window: "6h", bucket: "15m", label: "6 h" },
+  { window: "24h", bucket: "1h", label: "24 h" },
+  { window: "7d", bucket: "6h", label: "7 days" },
+];
 
 const state = { user: null };
 let cleanup = null; // the current view's teardown (timers, requests)
@@ -672,6 +679,9 @@ function dashboardView() {
   let lastDevices = [];
   let lastSeries = null;
   let resizeTimer = null;
+  let accuracyWindow = ACCURACY_WINDOWS[2];
+  let accuracyMetric = "accuracy";
+  let lastAccuracy = null;
 
   const updated = h("span", { class: "live", role: "status", "aria-live": "polite" }, "Loading…");
   const banner = h("div", { class: "banner-slot" });
@@ -688,6 +698,29 @@ function dashboardView() {
   windowSelect.addEventListener("change", () => {
     minutes = Number(windowSelect.value);
     refresh();
+  });
+  const accuracyBox = h("div", { class: "chart-box", id: "accuracy-chart" });
+  const accuracyLegend = h("div", { class: "accuracy-legend", id: "accuracy-legend" });
+  const accuracyWindowSelect = h(
+    "select",
+    { id: "accuracy-window", "aria-label": "Accuracy window" },
+    ACCURACY_WINDOWS.map((w) =>
+      h("option", { value: w.window, selected: w === accuracyWindow }, `${w.label} (per ${w.bucket})`),
+    ),
+  );
+  accuracyWindowSelect.addEventListener("change", () => {
+    accuracyWindow = ACCURACY_WINDOWS.find((w) => w.window === accuracyWindowSelect.value) || ACCURACY_WINDOWS[2];
+    refresh();
+  });
+  const accuracyMetricSelect = h(
+    "select",
+    { id: "accuracy-metric", "aria-label": "Accuracy metric" },
+    h("option", { value: "accuracy", selected: true }, "Accuracy"),
+    h("option", { value: "macro_f1" }, "Macro-F1"),
+  );
+  accuracyMetricSelect.addEventListener("change", () => {
+    accuracyMetric = accuracyMetricSelect.value;
+    drawAccuracy();
   });
 
   show(
@@ -727,6 +760,28 @@ function dashboardView() {
             h("span", { class: "dot dot-fallen" }),
             "fallen",
           ),
+        ),
+        h(
+          "section",
+          { class: "card accuracy-card", "aria-labelledby": "accuracy-title" },
+          h(
+            "div",
+            { class: "section-head" },
+            h("h2", { id: "accuracy-title" }, "Live accuracy"),
+            h(
+              "div",
+              { class: "chart-controls" },
+              h("label", { class: "inline-label" }, "Show ", accuracyMetricSelect),
+              h("label", { class: "inline-label" }, "Window ", accuracyWindowSelect),
+            ),
+          ),
+          h(
+            "p",
+            { class: "muted chart-note" },
+            "The model's verdicts checked against the state the scooter's sensor measured (or an operator set), one line per model version.",
+          ),
+          accuracyBox,
+          accuracyLegend,
         ),
       ),
     ),
@@ -877,6 +932,75 @@ function dashboardView() {
     chartBox.replaceChildren(tiltChart(series.points, { minutes: span, deviceId: series.device_id, width }));
   }
 
+  function drawAccuracy() {
+    if (!lastAccuracy) return;
+    const width = Math.max(300, Math.min(1100, accuracyBox.clientWidth || 640));
+    accuracyBox.replaceChildren(
+      accuracyChart(lastAccuracy.versions, {
+        since: lastAccuracy.since,
+        until: lastAccuracy.until,
+        bucketS: lastAccuracy.bucket_s,
+        metric: accuracyMetric,
+        width,
+      }),
+    );
+  }
+
+  function renderAccuracy(report) {
+    lastAccuracy = report;
+    drawAccuracy();
+    const pct = (value) => (value === null || value === undefined ? "—" : `${(value * 100).toFixed(1)}%`);
+    const pending =
+      report.pending_label > 0
+        ? h(
+            "p",
+            { class: "muted" },
+            `${report.pending_label} prediction${report.pending_label === 1 ? "" : "s"} waiting for a measured label.`,
+          )
+        : null;
+    if (!report.versions.length) {
+      accuracyLegend.replaceChildren(h("p", { class: "empty" }, "No predictions in this window yet."));
+      return;
+    }
+    accuracyLegend.replaceChildren(
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { class: "table accuracy-table" },
+          h("caption", { class: "visually-hidden" }, "Live accuracy per model version over the window"),
+          h(
+            "thead",
+            {},
+            h("tr", {}, ["Model version", "Scored", "Waiting", "Accuracy", "Macro-F1"].map((l) => h("th", { scope: "col" }, l))),
+          ),
+          h(
+            "tbody",
+            {},
+            report.versions.map((v, i) =>
+              h(
+                "tr",
+                { dataset: { modelVersion: v.model_version } },
+                h(
+                  "td",
+                  { "data-label": "Model version" },
+                  h("span", { class: "swatch", style: `background: ${seriesColor(i)}`, "aria-hidden": "true" }),
+                  v.model_version,
+                ),
+                h("td", { "data-label": "Scored", class: "num" }, String(v.scored)),
+                h("td", { "data-label": "Waiting", class: "num" }, String(v.pending_label)),
+                h("td", { "data-label": "Accuracy", class: "num" }, pct(v.accuracy)),
+                h("td", { "data-label": "Macro-F1", class: "num" }, pct(v.macro_f1)),
+              ),
+            ),
+          ),
+        ),
+      ),
+      pending,
+    );
+  }
+
   async function refresh() {
     if (!alive) return;
     clearTimeout(timer);
@@ -885,10 +1009,11 @@ function dashboardView() {
     inFlight = controller;
     const signal = controller.signal;
     try {
-      const [summary, devices, alarms] = await Promise.all([
+      const [summary, devices, alarms, accuracy] = await Promise.all([
         api("/api/dashboard/summary", { signal }),
         api("/api/dashboard/devices", { signal }),
         api("/api/dashboard/alarms", { query: { open: true }, signal }),
+        api("/api/accuracy", { query: { window: accuracyWindow.window, bucket: accuracyWindow.bucket }, signal }),
       ]);
       if (!alive) return;
       if (selected && !devices.some((d) => d.id === selected)) selected = null;
@@ -899,6 +1024,7 @@ function dashboardView() {
       renderSummary(summary);
       renderDevices(devices);
       renderAlarms(alarms);
+      renderAccuracy(accuracy);
       await renderChart(signal);
       banner.replaceChildren();
       updated.textContent = `Updated ${fmtClock(new Date())} · refreshes every ${DASHBOARD_REFRESH_MS / 1000} s`;
@@ -918,7 +1044,10 @@ function dashboardView() {
   };
   const onResize = () => {
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(drawChart, 150);
+    resizeTimer = setTimeout(() => {
+      drawChart();
+      drawAccuracy();
+    }, 150);
   };
   document.addEventListener("visibilitychange", onVisibility);
   window.addEventListener("resize", onResize);

@@ -147,6 +147,9 @@ def probs_module(model: nn.Module, mean: tuple[float, ...], std: tuple[float, ..
     from torch import nn
 
     class Probs(nn.Module):
+        mean: torch.Tensor
+        std: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.model = model
@@ -209,9 +212,13 @@ def check_parity(
 
     expected = predict(model, images, batch_size=64, flip_tta=True)
     session = open_session(onnx_path, threads=max(1, min(4, os.cpu_count() or 1)))
-    got = np.concatenate(
-        [session.run(None, {"images": images[i : i + 64]})[0] for i in range(0, len(images), 64)]
-    ) if len(images) else np.zeros_like(expected)
+    got = (
+        np.concatenate(
+            [session.run(None, {"images": images[i : i + 64]})[0] for i in range(0, len(images), 64)]
+        )
+        if len(images)
+        else np.zeros_like(expected)
+    )
     if got.shape != expected.shape:
         raise ParityError(f"the ONNX graph answers {got.shape}, torch {expected.shape}")
     diff = float(np.abs(got - expected).max()) if got.size else 0.0
@@ -258,7 +265,7 @@ def make_latest(tag: str) -> bool:
     stored = bentoml.models.get(tag)
     if str(bentoml.models.get(f"{stored.tag.name}:latest").tag) == str(stored.tag):
         return False
-    latest = Path(BentoMLContainer.model_store.get()._path) / Tag(stored.tag.name).latest_path()
+    latest = Path(BentoMLContainer.model_store.get()._path) / Tag(stored.tag.name, None).latest_path()
     tmp = latest.with_suffix(".tmp")
     tmp.write_text(str(stored.tag.version))
     os.replace(tmp, latest)  # the watcher may be reading it
@@ -325,7 +332,10 @@ def build_bento(root: Path, model_tag: str) -> tuple[str, str]:
         code = source_hash(ctx)
         name = _bento_name(ctx / BENTOFILE)
         for bento in _list_bentos(name):
-            if bento.info.labels.get("model_tag") == model_tag and bento.info.labels.get("source_hash") == code:
+            if (
+                bento.info.labels.get("model_tag") == model_tag
+                and bento.info.labels.get("source_hash") == code
+            ):
                 return str(bento.tag), "reused"
         bento = bentoml.bentos.build_bentofile(
             str(ctx / BENTOFILE), build_ctx=str(ctx), labels={"model_tag": model_tag, "source_hash": code}

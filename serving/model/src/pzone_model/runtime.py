@@ -1,0 +1,206 @@
+"""The model tier's pure parts: the stored model's layout, ONNX Runtime sizing and loading, image decoding.
+
+A model in the BentoML store is a folder with ``model.onnx`` (input ``images``: uint8 (N, S, S, 3) letterboxed RGB;
+output ``probs``: float32 (N, C), normalization and flip averaging inside the graph) and ``pzone_meta.json``
+(classes, image_size, mean, std, ...). The package stage writes it; nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_FILE = "model.onnx"
+META_FILE = "pzone_meta.json"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probs"
+MLFLOW_VERSION_LABEL = "mlflow_version"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class BadImage(ValueError):
+    """One item of a request cannot be classified; ``code`` is machine-readable, ``reason`` is for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    classes: tuple[str, ...]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ModelMeta:
+        try:
+            meta = cls(
+                classes=tuple(str(c) for c in raw["classes"]),
+                image_size=int(raw["image_size"]),
+                mean=tuple(float(v) for v in raw["mean"]),
+                std=tuple(float(v) for v in raw["std"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"model metadata is incomplete: {exc!r}") from None
+        if not meta.classes or meta.image_size < 1:
+            raise ValueError("model metadata needs classes and a positive image_size")
+        return meta
+
+
+# --- CPU sizing -------------------------------------------------------------------------------------------------
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The container's CPU limit in cores (cgroup v2 ``cpu.max``, else v1 CFS quota), or None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else _cores(int(quota), int(period))
+    except (OSError, ValueError):
+        pass
+    for folder in (root / "cpu", root / "cpu,cpuacct", root):
+        try:
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+            period_us = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us < 0 else _cores(quota_us, period_us)
+    return None
+
+
+def _cores(quota: int, period: int) -> float | None:
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity: taskset, cpuset), falling back to the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def ort_threads(limit: float | None, cpus: int, configured: int = 0) -> int:
+    """Intra-op threads: the setting if given, else the CPU quota rounded up (capped by affinity), at least 1.
+
+    ONNX Runtime otherwise sizes its pool to the host's cores: 64 threads fighting over a 2-core quota get
+    throttled by the CFS and answer slower than 2 would.
+    """
+    if configured > 0:
+        return configured
+    cpus = max(1, cpus)
+    if limit is None:
+        return cpus
+    return max(1, min(cpus, math.ceil(limit - 1e-9)))
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One servable model; replaced as a whole (never mutated) when the champion changes."""
+
+    tag: str
+    version: str
+    meta: ModelMeta
+    session: Any  # onnxruntime.InferenceSession: run() is thread-safe
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) for uint8 (N, S, S, 3) letterboxed images."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.meta.classes)), dtype=np.float32)
+        probs = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})[0]
+        return np.asarray(probs, dtype=np.float32)
+
+
+def model_version(name: str, version: str | None, labels: Mapping[str, str]) -> str:
+    """What answers carry as ``model_version``: the registry's ``name/version`` when known, else the store tag."""
+    registered = labels.get(MLFLOW_VERSION_LABEL)
+    return f"{name}/{registered}" if registered else f"{name}:{version}"
+
+
+def read_meta(folder: Path) -> ModelMeta:
+    return ModelMeta.from_dict(json.loads((folder / META_FILE).read_text(encoding="utf-8")))
+
+
+def open_session(onnx_path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # one sequential graph: a second pool would only compete for the quota
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning threads burn a shared CPU quota while idle between requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def load_model(folder: Path, tag: str, version: str, threads: int) -> LoadedModel:
+    """Open a stored model and check that its graph matches its metadata (one dummy image through it)."""
+    meta = read_meta(folder)
+    session = open_session(folder / ONNX_FILE, threads)
+    model = LoadedModel(tag=tag, version=version, meta=meta, session=session)
+    probe = model.predict(np.zeros((1, meta.image_size, meta.image_size, 3), dtype=np.uint8))
+    if probe.shape != (1, len(meta.classes)):
+        raise ValueError(
+            f"{tag}: the graph answers {probe.shape}, its metadata says {len(meta.classes)} classes"
+        )
+    return model
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+
+
+def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
+    """Bytes → uint8 (size, size, 3): the training preprocessing (``pzone.preprocess.load_square``: EXIF
+    orientation, letterbox), after a header-only pixel check so that a bomb is refused before it is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    from pzone.preprocess import load_square
+
+    if not data:
+        raise BadImage("empty", "the file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            pixels = header.width * header.height
+    except Image.DecompressionBombError:
+        raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise BadImage("not_an_image", "not a readable image (JPEG, PNG, WebP, ...)") from None
+    if pixels > max_pixels:
+        raise BadImage("too_many_pixels", f"{pixels} pixels is over the limit of {max_pixels}")
+    try:
+        return load_square(io.BytesIO(data), size)
+    except Image.DecompressionBombError:
+        raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise BadImage("not_an_image", "the image is truncated or corrupt") from None
+
+
+def fit_batch(images: list[np.ndarray], size: int) -> np.ndarray:
+    """Stack letterboxed squares, resizing any made for another image size (a request in flight over a swap)."""
+    from PIL import Image
+
+    fitted = [
+        img
+        if img.shape[:2] == (size, size)
+        else np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+        for img in images
+    ]
+    if not fitted:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    return np.stack(fitted).astype(np.uint8, copy=False)

@@ -1,0 +1,90 @@
+"""Tiny models and a private BentoML store for the model tier's tests (no training, no torch needed).
+
+``tiny_onnx`` writes a model with the served graph's interface (uint8 (N, S, S, 3) → probs (N, 3)): the mean colour
+through a linear layer; ``bias`` decides which class wins, so two models are easy to tell apart.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("upright", "tilted", "fallen")
+META: dict[str, Any] = {
+    "classes": list(CLASSES),
+    "image_size": 32,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+
+
+def tiny_onnx(path: Path, bias: Sequence[float], image_size: int = 32) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.eye(3, dtype=np.float32) * 0.001
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),
+            helper.make_node("MatMul", ["mean", "w"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", image_size, image_size, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[
+            helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+            helper.make_tensor("w", TensorProto.FLOAT, [3, 3], weights.flatten().tolist()),
+            helper.make_tensor("b", TensorProto.FLOAT, [3], [float(v) for v in bias]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def use_bentoml_home(home: Path) -> None:
+    """Point this process's BentoML (and the subprocesses it starts) at a private store."""
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    for sub in ("models", "bentos", "tmp", "envs"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    os.environ["BENTOML_HOME"] = str(home)
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.model_store.set(ModelStore(str(home / "models")))
+    BentoMLContainer.bento_store.set(BentoStore(str(home / "bentos")))
+    BentoMLContainer.tmp_bento_store_dir.set(str(home / "tmp"))
+
+
+def import_tiny(workdir: Path, bias: Sequence[float], mlflow_version: str, image_size: int = 32) -> str:
+    """A tiny model imported into the current store as the package stage does; returns its tag."""
+    from pzone_training.package import import_model
+
+    onnx_path = tiny_onnx(workdir / f"tiny-{mlflow_version}.onnx", bias, image_size)
+    meta = {**META, "image_size": image_size}
+    return import_model(onnx_path, meta, {"mlflow_version": mlflow_version}).tag
+
+
+def jpeg(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (120, 60, 30), **save: Any) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "JPEG", quality=90, **save)
+    return out.getvalue()
+
+
+def png(size: tuple[int, int] = (40, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(out, "PNG")
+    return out.getvalue()

@@ -1,0 +1,360 @@
+"""The model tier (serving/model): CPU sizing, image decoding, POST /classify through BentoML's ASGI app (good and
+bad items, batch limits, probes), the hot swap under concurrent requests, and a real `bentoml serve` answering the
+API's verdicts client."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from pzone_model.runtime import (
+    BadImage,
+    cgroup_cpu_limit,
+    decode_image,
+    fit_batch,
+    model_version,
+    ort_threads,
+)
+from tests.support.services import free_port, wait_port
+from tests.support.tiny_model import import_tiny, jpeg, png, use_bentoml_home
+
+REPO = Path(__file__).resolve().parents[1]
+UPRIGHT, FALLEN = (5.0, 0.0, 0.0), (0.0, 0.0, 5.0)
+
+
+# --- CPU sizing ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2.0),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_cpu_limit(tmp_path: Path, files: dict[str, str], expected: float | None) -> None:
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    assert cgroup_cpu_limit(tmp_path) == expected
+
+
+@pytest.mark.unit
+def test_ort_threads_follow_the_quota_not_the_host() -> None:
+    assert ort_threads(2.0, 64) == 2  # a 2-core container on a 64-core host
+    assert ort_threads(1.5, 64) == 2  # rounded up: the half core is still usable
+    assert ort_threads(0.5, 64) == 1
+    assert ort_threads(8.0, 4) == 4  # affinity caps it
+    assert ort_threads(None, 6) == 6
+    assert ort_threads(None, 0) == 1
+    assert ort_threads(2.0, 64, configured=3) == 3  # PZONE_ORT_THREADS wins
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_decode_is_the_training_preprocessing() -> None:
+    from pzone.preprocess import load_square
+    from pzone_training.data import letterbox
+
+    data = jpeg((64, 48))
+    got = decode_image(data, 32, 40_000_000)
+    assert got.shape == (32, 32, 3) and got.dtype == np.uint8
+    assert np.array_equal(got, load_square(io.BytesIO(data), 32))
+    # The same letterbox as the training's data module (PNG: no JPEG draft scaling involved).
+    picture = png((50, 30))
+    with Image.open(io.BytesIO(picture)) as image:
+        assert np.array_equal(decode_image(picture, 24, 10**6), letterbox(image, 24))
+
+
+@pytest.mark.unit
+def test_decode_applies_exif_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display: a wide photo stands up
+    image = Image.new("RGB", (64, 32), (200, 200, 200))
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    square = decode_image(out.getvalue(), 32, 10**6)
+    # Upright after rotation: the content fills the height and leaves black bars left and right.
+    assert square[:, 0].max() < 30 and square[16, 16].min() > 150
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [(b"", "empty"), (b"not an image at all", "not_an_image"), (jpeg()[:200], "not_an_image")],
+)
+def test_decode_refuses_bad_bytes(data: bytes, code: str) -> None:
+    with pytest.raises(BadImage) as info:
+        decode_image(data, 32, 10**6)
+    assert info.value.code == code
+
+
+@pytest.mark.unit
+def test_decode_refuses_a_bomb_from_its_header() -> None:
+    bomb = png((2000, 2000))  # 4 Mpx, tiny file
+    with pytest.raises(BadImage) as info:
+        decode_image(bomb, 32, max_pixels=1_000_000)
+    assert info.value.code == "too_many_pixels"
+
+
+@pytest.mark.unit
+def test_fit_batch_resizes_squares_of_another_size() -> None:
+    batch = fit_batch([np.zeros((32, 32, 3), np.uint8), np.full((48, 48, 3), 7, np.uint8)], 32)
+    assert batch.shape == (2, 32, 32, 3) and batch[1].min() == 7
+    assert fit_batch([], 16).shape == (0, 16, 16, 3)
+
+
+@pytest.mark.unit
+def test_model_version_prefers_the_registry_version() -> None:
+    assert model_version("pzone-tilt", "abc", {"mlflow_version": "7"}) == "pzone-tilt/7"
+    assert model_version("pzone-tilt", "abc", {}) == "pzone-tilt:abc"
+
+
+# --- the service through its ASGI app --------------------------------------------------------------------------
+# One app and one client for the module: BentoML registers its HTTP metrics once per process and binds its batcher
+# to the first event loop. The tests below run in file order on one store: v1 (upright) first, the swap last.
+
+
+@dataclass
+class Tier:
+    client: Any
+    service: Any
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
+    import bentoml
+    from starlette.testclient import TestClient
+
+    workdir = tmp_path_factory.mktemp("tier")
+    use_bentoml_home(workdir / "bentoml")
+    import_tiny(workdir, UPRIGHT, "1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PZONE_MODEL_WATCH_INTERVAL_S", "0.2")
+        mp.setenv("PZONE_MAX_BATCH_IMAGES", "4")
+        mp.setenv("PZONE_MAX_IMAGE_BYTES", "200000")
+        mp.setenv("PZONE_IMAGE_MAX_PIXELS", "1000000")
+        from pzone_model.service import PZoneTilt
+
+        with TestClient(PZoneTilt.to_asgi()) as client:
+            yield Tier(client, bentoml.get_current_service(), workdir)
+
+
+def _files(*items: tuple[str, bytes, str]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", item) for item in items]
+
+
+@pytest.mark.integration
+def test_classify_answers_each_image_in_order(tier: Tier) -> None:
+    response = tier.client.post(
+        "/classify",
+        files=_files(
+            ("a.jpg", jpeg(), "image/jpeg"), ("b.png", png(), "image/png"), ("c.jpg", jpeg(), "image/jpeg")
+        ),
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 3
+    for item in results:
+        assert item["label"] == "upright" and item["model_version"] == "pzone-tilt/1"
+        assert set(item["probs"]) == {"upright", "tilted", "fallen"}
+        assert abs(sum(item["probs"].values()) - 1) < 1e-5
+    assert tier.client.get("/readyz").status_code == 200
+    assert tier.client.get("/livez").status_code == 200
+
+
+@pytest.mark.integration
+def test_bad_items_get_their_own_error_and_the_rest_is_answered(tier: Tier) -> None:
+    response = tier.client.post(
+        "/classify",
+        files=_files(
+            ("ok.jpg", jpeg(), "image/jpeg"),
+            ("text.jpg", b"hello", "image/jpeg"),
+            ("bomb.png", png((1500, 1000)), "image/png"),
+            ("huge.jpg", b"\xff" * 300_000, "image/jpeg"),
+        ),
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["label"] == "upright"
+    codes = [r.get("error", {}).get("code") for r in results[1:]]
+    assert codes == ["not_an_image", "too_many_pixels", "too_large"]
+    assert all(r["error"]["reason"] for r in results[1:])
+
+    # A text field named `images` (e.g. a URL) is a bad item, never fetched.
+    response = tier.client.post(
+        "/classify",
+        data={"images": "http://169.254.169.254/"},
+        files=_files(("a.jpg", jpeg(), "image/jpeg")),
+    )
+    results = response.json()["results"]
+    assert sorted(str(r.get("error", {}).get("code")) for r in results) == ["None", "not_a_file"]
+
+
+@pytest.mark.integration
+def test_whole_request_errors(tier: Tier) -> None:
+    empty = tier.client.post("/classify", files={"other": ("x.jpg", jpeg(), "image/jpeg")})
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_batch"
+    over = tier.client.post(
+        "/classify", files=_files(*[(f"{i}.jpg", jpeg(), "image/jpeg") for i in range(5)])
+    )
+    assert over.status_code == 413 and over.json()["error"]["code"] == "too_many_images"
+    as_json = tier.client.post("/classify", json={"images": []})
+    assert as_json.status_code == 415 and as_json.json()["error"]["code"] == "unsupported_media_type"
+
+
+@pytest.mark.integration
+def test_a_broken_import_leaves_the_model_in_use(tier: Tier) -> None:
+    import bentoml
+
+    from pzone_model.runtime import ONNX_FILE
+
+    tag = import_tiny(tier.workdir, FALLEN, "2")
+    (Path(bentoml.models.get(tag).path) / ONNX_FILE).write_bytes(b"garbage")
+    with pytest.raises(Exception):  # noqa: B017 - ONNX Runtime's own error type
+        tier.service.refresh()
+    time.sleep(0.5)  # the watcher tries too, and fails the same way
+    response = tier.client.post("/classify", files=_files(("a.jpg", jpeg(), "image/jpeg")))
+    assert response.json()["results"][0]["model_version"] == "pzone-tilt/1"
+    bentoml.models.delete(tag)  # `latest` falls back to v1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_hot_swap_fails_no_request(tier: Tier) -> None:
+    """The watcher picks up a new import while clients keep asking: every answer is 200 and from one model."""
+    answers: list[tuple[int, list[tuple[str, str]]]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                r = tier.client.post(
+                    "/classify", files=_files(("a.jpg", jpeg(), "image/jpeg"), ("b.png", png(), "image/png"))
+                )
+                items = [(i["label"], i["model_version"]) for i in r.json()["results"]]
+                answers.append((r.status_code, items))
+            except BaseException as exc:  # any failure is the test's failure
+                errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        import_tiny(tier.workdir, FALLEN, "3")  # what the package stage does: `latest` moves
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and tier.service.model.version != "pzone-tilt/3":
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+    assert not errors, errors[:3]
+    assert answers and all(status == 200 for status, _ in answers)
+    seen = {pair for _, items in answers for pair in items}
+    # Label and version always agree: each batch is answered by one whole model.
+    assert seen == {("upright", "pzone-tilt/1"), ("fallen", "pzone-tilt/3")}
+    assert answers[-1][1] == [("fallen", "pzone-tilt/3")] * 2
+
+
+# --- a real server ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    store = tmp_path
+    use_bentoml_home(store / "bentoml")
+    import_tiny(store, FALLEN, "3")
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(store / "bentoml"),
+        "PZONE_MODEL_WATCH_INTERVAL_S": "0",
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "pzone_model.service:PZoneTilt",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(port, timeout=60, process=process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_bentoml_serve_answers_the_api_client(served: str) -> None:
+    from pzone_api.settings import Settings as ApiSettings
+    from pzone_api.verdicts import classify
+
+    assert httpx.get(f"{served}/readyz", timeout=5).status_code == 200
+    response = httpx.post(
+        f"{served}/classify",
+        files=_files(("a.jpg", jpeg(), "image/jpeg"), ("x", b"zz", "text/plain")),
+        timeout=30,
+    )
+    assert response.status_code == 200
+    first, second = response.json()["results"]
+    assert first["label"] == "fallen" and first["model_version"] == "pzone-tilt/3"
+    assert second["error"]["code"] == "not_an_image"
+
+    verdicts = classify(ApiSettings(model_tier_url=served, model_tier_timeout_s=30), [jpeg(), png()])
+    assert verdicts is not None and len(verdicts) == 2
+    assert all(v is not None and v.label == "fallen" and v.model_version == "pzone-tilt/3" for v in verdicts)
+
+    metrics = httpx.get(f"{served}/metrics", timeout=10).text
+    assert 'pzone_model_predictions_total{label="fallen",model_version="pzone-tilt/3"}' in metrics
