@@ -390,7 +390,15 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
 
     train.main(progress=False)
     run = json.loads((tmp_path / "models/run.json").read_text())
-    assert set(run) == {"run_id", "model_uri", "experiment_id", "dataset_hash"}
+    assert set(run) == {
+        "run_id",
+        "model_uri",
+        "experiment_id",
+        "dataset_hash",
+        "train_seconds",
+        "train_images_per_s",
+    }
+    assert run["train_seconds"] > 0 and run["train_images_per_s"] > 0
     assert run["dataset_hash"] == "sha256:" + hashlib.sha256(b"{}").hexdigest()
     _, meta = load_checkpoint(tmp_path / "models/model.pt")
     assert (
