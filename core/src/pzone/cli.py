@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pzone import demo, retrain
+
 if TYPE_CHECKING:
     from pzone_api.settings import Settings as ApiSettings
     from pzone_ingest.settings import Settings as IngestSettings
@@ -32,6 +34,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(photos_app, name="photos")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(user_app, name="user")
+# The training circle's commands live in their own modules (their heavy imports are lazy there).
+app.command("retrain")(retrain.command)
+app.command("demo")(demo.command)
 console = Console()
 
 

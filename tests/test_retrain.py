@@ -1,0 +1,178 @@
+"""`pzone retrain`: the --auto decision, the lock (one retrain at a time, per machine and per database), and a real
+retrain on a temp project that promotes, then finds nothing new, then keeps a worse challenger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pzone.retrain import (
+    EXIT_BUSY,
+    RetrainBusy,
+    Settings,
+    exclusive,
+    expected_version,
+    failed_stage,
+    should_retrain,
+)
+from tests.support.repro import make_project, populate_platform, project_env, write_params
+
+SETTINGS = Settings(retrain_min_new_labeled=100, retrain_min_live_accuracy=0.8)
+
+
+# --- the decision -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("new", "accuracy", "go", "words"),
+    [
+        (100, None, True, "100 new labeled photos"),  # enough new photos, no model yet
+        (250, 0.95, True, "250 new labeled photos"),  # enough new photos, whatever the accuracy
+        (99, None, False, "not measured yet"),
+        (99, 0.9, False, "threshold 100"),
+        (5, 0.7, True, "live accuracy 0.700 below 0.800"),  # accuracy fell and there is something to learn
+        (0, 0.7, False, "no new labeled photo"),  # fell, but the pipeline would have nothing new
+        (5, 0.8, False, "0.800 (bar 0.800)"),  # at the bar is not below it
+        (0, None, False, "0 new labeled photos"),
+    ],
+)
+def test_should_retrain(new: int, accuracy: float | None, go: bool, words: str) -> None:
+    decided, reason = should_retrain(new, accuracy, SETTINGS)
+    assert decided is go
+    assert words in reason
+
+
+@pytest.mark.unit
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PZONE_RETRAIN_MIN_NEW_LABELED", "7")
+    monkeypatch.setenv("PZONE_RETRAIN_MIN_LIVE_ACCURACY", "0.55")
+    settings = Settings()
+    assert (settings.retrain_min_new_labeled, settings.retrain_min_live_accuracy) == (7, 0.55)
+    assert should_retrain(7, None, settings)[0] and should_retrain(1, 0.5, settings)[0]
+
+
+@pytest.mark.unit
+def test_failed_stage_and_expected_version() -> None:
+    lines = ["Running stage 'snapshot':", "Running stage 'prepare':", "prepare failed: no training examples"]
+    assert failed_stage(lines) == "prepare"
+    assert failed_stage([*lines, "ERROR: failed to reproduce 'prepare': failed to run"]) == "prepare"
+    assert failed_stage([]) is None
+    package = {"model_tag": "pzone-tilt:abc123", "labels": {"mlflow_version": "4"}}
+    assert expected_version(package) == "pzone-tilt/4"
+    assert expected_version({}) is None
+
+
+# --- the lock ---------------------------------------------------------------------------------------------------
+
+
+def pzone_retrain(
+    project: Path, env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pzone.cli", "retrain", "--project", str(project), *args],
+        env={**env, "COLUMNS": "200"},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.unit
+def test_lock_file_excludes_a_second_holder(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pzone.db'}"
+    with (
+        exclusive(tmp_path, url),
+        pytest.raises(RetrainBusy, match="on this machine"),
+        exclusive(tmp_path, url),
+    ):
+        pass
+    with exclusive(tmp_path, url):  # released: free again
+        pass
+
+
+@pytest.mark.integration
+def test_second_retrain_is_refused_on_sqlite(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p")
+    env = project_env(root)
+    with exclusive(root / ".pzone", f"sqlite:///{root / '.pzone' / 'pzone.db'}"):
+        done = pzone_retrain(root, env, timeout=120)
+    assert done.returncode == EXIT_BUSY, done.stdout + done.stderr
+    assert "retrain refused" in done.stdout and "another retrain is running on this machine" in done.stdout
+    assert not (root / "dvc.lock").exists()  # the pipeline never started
+
+
+@pytest.mark.integration
+def test_second_retrain_is_refused_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Two machines sharing one database: different data dirs (no common lock file), one advisory lock."""
+    root = make_project(tmp_path / "p")
+    env = {**project_env(root), "PZONE_DATABASE_URL": pg_url}
+    with exclusive(tmp_path / "other-machine", pg_url):
+        done = pzone_retrain(root, env, timeout=120)
+        with pytest.raises(RetrainBusy, match="advisory lock"), exclusive(tmp_path / "third", pg_url):
+            pass
+    assert done.returncode == EXIT_BUSY, done.stdout + done.stderr
+    assert "against this database" in done.stdout
+    with exclusive(tmp_path / "third", pg_url):  # released with its connection
+        pass
+
+
+# --- a real retrain ---------------------------------------------------------------------------------------------
+
+TINY = {
+    "prepare": {"image_size": 48, "val_fraction": 0.15, "test_fraction": 0.2},
+    "train": {"epochs": 6, "batch_size": 32},
+    "register": {"margin": 0.02, "min_macro_f1": 0.0},
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_retrain_promotes_then_skips_then_keeps_and_auto_decides(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", TINY)
+    populate_platform(root, 150, seed=5)
+    env = project_env(root)
+
+    # --auto with no training yet: all 150 labeled photos are new, above the threshold.
+    first = pzone_retrain(root, {**env, "PZONE_RETRAIN_MIN_NEW_LABELED": "100"}, "--auto")
+    out = first.stdout
+    assert first.returncode == 0, out + first.stderr
+    assert "retraining: 150 new labeled photos" in out
+    assert "Running stage 'train'" in out  # the pipeline's output is streamed
+    assert "promoted pzone-tilt/1" in out and "no PZONE_MODEL_TIER_URL" in out
+    assert json.loads((root / "reports" / "decision.json").read_text())["promote"] is True
+
+    # --auto again: nothing new, no retrain; a plain retrain: every stage skipped.
+    auto = pzone_retrain(root, env, "--auto")
+    assert auto.returncode == 0 and "not retraining: 0 new labeled photos" in auto.stdout, auto.stdout
+    again = pzone_retrain(root, env)
+    assert again.returncode == 0 and "nothing new" in again.stdout, again.stdout
+
+    # A worse challenger (shuffled labels) is trained and kept out: exit 0, the champion stays.
+    write_params(root, {**TINY, "train": {**TINY["train"], "shuffle_labels": True}})
+    kept = pzone_retrain(root, env)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "kept:" in kept.stdout and "the champion stays pzone-tilt/1" in kept.stdout
+    assert json.loads((root / "reports" / "decision.json").read_text())["promote"] is False
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_retrain_reports_the_failing_stage(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", TINY)
+    populate_platform(root, 0, seed=1)
+    done = pzone_retrain(root, project_env(root))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "retrain failed in stage snapshot" in done.stdout and "no labeled photos" in done.stdout
+
+
+@pytest.mark.unit
+def test_retrain_outside_a_project_exits_2(tmp_path: Path) -> None:
+    done = pzone_retrain(tmp_path, {**os.environ, "PZONE_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "no dvc.yaml" in done.stdout
