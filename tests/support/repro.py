@@ -3,9 +3,7 @@ params, and a platform (SQLite + local object store + MLflow store) under the pr
 
 from __future__ import annotations
 
-import copy
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -15,52 +13,19 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pzone import demo
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def make_project(root: Path, params: Mapping[str, Any] | None = None) -> Path:
-    """Copy dvc.yaml and every source its stages depend on (not the pipeline's own outputs); write params.yaml
-    (the repository's, with overrides)."""
-    root.mkdir(parents=True, exist_ok=True)
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    outputs = {
-        next(iter(out)) if isinstance(out, dict) else out
-        for stage in pipeline["stages"].values()
-        for key in ("outs", "metrics", "plots")
-        for out in stage.get(key, [])
-    }
-    for stage in pipeline["stages"].values():
-        for dep in stage.get("deps", []):
-            if any(dep == out or dep.startswith(f"{out}/") for out in outputs):
-                continue
-            source, target = REPO / dep, root / dep
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(
-                    source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-                )
-            elif source.is_file():
-                shutil.copy(source, target)
-    write_params(root, params or {})
-    run_dvc(root, "init", "--no-scm", "-q")
-    run_dvc(root, "config", "core.analytics", "false")
-    return root
+    """The repository's pipeline in a fresh DVC project (the same copy `pzone demo` makes), with params overrides."""
+    return demo.make_project(REPO, root, params or {})
 
 
 def write_params(root: Path, overrides: Mapping[str, Any]) -> None:
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(base, overrides), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(demo.merge(base, overrides), sort_keys=False))
 
 
 def project_env(root: Path) -> dict[str, str]:
