@@ -5,9 +5,6 @@ API's verdicts client."""
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +25,7 @@ from pzone_model.runtime import (
     model_version,
     ort_threads,
 )
-from tests.support.services import free_port, wait_port
-from tests.support.tiny_model import import_tiny, jpeg, png, use_bentoml_home
+from tests.support.tiny_model import TierProcess, import_tiny, jpeg, png, use_bentoml_home
 
 REPO = Path(__file__).resolve().parents[1]
 UPRIGHT, FALLEN = (5.0, 0.0, 0.0), (0.0, 0.0, 5.0)
@@ -287,52 +283,14 @@ def test_hot_swap_fails_no_request(tier: Tier) -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    store = tmp_path
-    use_bentoml_home(store / "bentoml")
-    import_tiny(store, FALLEN, "3")
-    port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(store / "bentoml"),
-        "PZONE_MODEL_WATCH_INTERVAL_S": "0",
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "pzone_model.service:PZoneTilt",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    use_bentoml_home(tmp_path / "bentoml")
+    import_tiny(tmp_path, FALLEN, "3")
+    tier = TierProcess(tmp_path / "bentoml", tmp_path / "tier.log")
+    tier.start()
     try:
-        wait_port(port, timeout=60, process=process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        yield url
+        yield tier.url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        tier.stop()
 
 
 @pytest.mark.e2e

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
+
+from tests.support.services import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 CLASSES = ("upright", "tilted", "fallen")
 META: dict[str, Any] = {
@@ -88,3 +96,77 @@ def png(size: tuple[int, int] = (40, 40)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, (10, 200, 10)).save(out, "PNG")
     return out.getvalue()
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 60.0, tail: Callable[[], str] = lambda: ""
+) -> None:
+    """Until the service answers ``/readyz`` with 200; fails at once, with its log tail, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited ({process.returncode}): {tail()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} was not ready within {timeout}s: {tail()}")
+
+
+class TierProcess:
+    """``bentoml serve`` of the model tier on a fixed port, so that it can be stopped and started again."""
+
+    def __init__(self, bentoml_home: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {
+            **os.environ,
+            "BENTOML_HOME": str(bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "PZONE_MODEL_WATCH_INTERVAL_S": "0",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bentoml",
+                    "serve",
+                    "pzone_model.service:PZoneTilt",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_ready(self.url, self.process, timeout, self.tail)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+        # Nothing may answer on the port any more (a worker left behind would).
+        try:
+            httpx.get(f"{self.url}/readyz", timeout=2)
+        except httpx.ConnectError:
+            return
+        raise AssertionError(f"something still answers on port {self.port} after the model tier stopped")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""

@@ -1,0 +1,842 @@
+"""Model tier throughput and latency: the BentoML tier against ONNX Runtime in-process and a naive torch service.
+
+Three figures, all in one run on the same machine:
+
+- **the limit**: ONNX Runtime in this process, the same stored model through ``pzone_model.runtime.load_model``
+  with the tier's thread count, batches of already letterboxed images (images/s, best batch size);
+- **the tier**: a real ``bentoml serve pzone_model.service:PZoneTilt`` subprocess (a private BentoML store, model
+  watcher off), one JPEG photo per ``POST /classify``, at several concurrency levels (closed loop), plus one
+  open-loop run at a constant arrival rate of about half the tier's peak for its latency under load;
+- **the naive service**: FastAPI + uvicorn (one process) + the torch model in eval mode, one image per request,
+  ``pzone.preprocess.load_square`` and ``pzone_training.models.predict`` (the same flip averaging), at the same
+  concurrency levels.
+
+The model is the default architecture (``tiny_cnn`` at 96 px, untrained, seeded) exported by the package stage's
+``export_onnx`` and stored by its ``import_model``. The photos are ``pzone.photosim`` renders at 640×480; the load
+generator (async httpx, in this process) posts pre-encoded multipart bodies and shares the machine's cores with the
+servers, so its CPU is measured and reported too.
+
+    uv run python benchmarks/serving.py --quick     # about 40 s on a 2-core machine (limit: 45 s)
+    uv run python benchmarks/serving.py             # more concurrency levels, longer windows
+
+Progress and a table go to stderr; the last line on stdout is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests.support without PYTHONPATH=.
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+from fastapi import FastAPI, File, UploadFile  # noqa: E402
+
+from tests.support.services import free_port  # noqa: E402
+
+ARCH = "tiny_cnn"
+IMAGE_SIZE = 96
+PHOTO_SIZE = (640, 480)
+MLFLOW_VERSION = "bench"
+NAIVE_CHECKPOINT_ENV = "PZONE_BENCH_CHECKPOINT"
+NAIVE_THREADS_ENV = "PZONE_BENCH_TORCH_THREADS"
+
+TARGET_TIER_VS_INPROCESS = 0.70
+TARGET_TIER_VS_NAIVE = 3.0
+TARGET_P99_VS_SINGLE = 3.0
+
+QUICK: dict[str, Any] = {
+    "levels": (1, 4, 16),
+    "seconds": 2.0,
+    "warmup": 0.5,
+    "half_seconds": 3.0,
+    "inprocess_seconds": 0.5,
+    "batches": (1, 8, 64),
+    "photos": 6,
+    "extras_seconds": 1.5,
+    "extras_concurrency": 4,
+    "multi_images": 8,
+}
+FULL: dict[str, Any] = {
+    "levels": (1, 2, 4, 8, 16, 32, 64),
+    "seconds": 6.0,
+    "warmup": 1.0,
+    "half_seconds": 10.0,
+    "inprocess_seconds": 2.0,
+    "batches": (1, 2, 4, 8, 16, 32, 64),
+    "photos": 12,
+    "extras_seconds": 4.0,
+    "extras_concurrency": 4,
+    "multi_images": 8,
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1e3, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the naive service (run by uvicorn in its own process: --factory benchmarks.serving:naive_app)
+
+
+def naive_app() -> FastAPI:
+    """FastAPI + torch eager, one image per request: what a first version of the tier would look like."""
+    import torch
+
+    from pzone.preprocess import load_square
+    from pzone_training.models import load_checkpoint, predict
+
+    threads = int(os.environ.get(NAIVE_THREADS_ENV, "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    model, meta = load_checkpoint(os.environ[NAIVE_CHECKPOINT_ENV])
+    model.eval()
+    size, classes = int(meta["image_size"]), list(meta["classes"])
+    app = FastAPI()
+
+    @app.post("/classify")
+    def classify(images: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
+        square = load_square(images.file, size)
+        probs = predict(model, square[None], flip_tta=True)[0]
+        return {
+            "results": [
+                {
+                    "label": classes[int(np.argmax(probs))],
+                    "probs": {c: float(p) for c, p in zip(classes, probs, strict=True)},
+                    "model_version": "naive",
+                }
+            ]
+        }
+
+    @app.get("/readyz")
+    def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs: the model, the photos, the request bodies
+
+
+@dataclass(frozen=True)
+class Prepared:
+    checkpoint: Path
+    onnx: Path
+    bentoml_home: Path
+    model_tag: str
+    meta: dict[str, Any]
+
+
+def prepare_model(workdir: Path) -> Prepared:
+    """The default architecture, seeded and untrained: a torch checkpoint, its ONNX export, a store import."""
+    import torch
+
+    from pzone_training import CLASSES
+    from pzone_training.augment import MEAN, STD
+    from pzone_training.models import build_model, save_checkpoint
+    from pzone_training.package import export_onnx, import_model
+    from tests.support.tiny_model import use_bentoml_home
+
+    torch.manual_seed(0)
+    model = build_model(ARCH, len(CLASSES)).eval()
+    meta: dict[str, Any] = {
+        "arch": ARCH,
+        "classes": list(CLASSES),
+        "image_size": IMAGE_SIZE,
+        "mean": list(MEAN),
+        "std": list(STD),
+    }
+    checkpoint = workdir / "model.pt"
+    save_checkpoint(checkpoint, model, meta)
+    onnx_path = workdir / "model.onnx"
+    export_onnx(model, meta, onnx_path)
+    home = workdir / "bentoml"
+    use_bentoml_home(home)
+    imported = import_model(onnx_path, meta, {"mlflow_version": MLFLOW_VERSION})
+    return Prepared(checkpoint, onnx_path, home, imported.tag, meta)
+
+
+def render_photos(count: int) -> list[bytes]:
+    from pzone.photosim.render import render_photo
+
+    rng = np.random.default_rng(5)
+    tilts = np.linspace(0.0, 85.0, count)
+    return [render_photo(float(t), rng, size=PHOTO_SIZE) for t in tilts]
+
+
+@dataclass(frozen=True)
+class Body:
+    content: bytes
+    headers: dict[str, str]
+    images: int = 1
+
+
+def multipart_bodies(photos: Sequence[bytes], per_request: int = 1) -> list[Body]:
+    """Pre-encoded multipart bodies of ``per_request`` photos each (field ``images``, as the API's client sends),
+    one starting at each photo: the load generator only writes bytes."""
+    out = []
+    for first in range(len(photos)):
+        boundary = f"pzonebench{first:04d}{os.urandom(8).hex()}"
+        content = b""
+        for j in range(per_request):
+            index = (first + j) % len(photos)
+            content += (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{index}.jpg"\r\n'
+                    "Content-Type: image/jpeg\r\n\r\n"
+                ).encode()
+                + photos[index]
+                + b"\r\n"
+            )
+        content += f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        out.append(Body(content, headers, per_request))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# processes
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.process.pid)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_process(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Server:
+    port = free_port()
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(name, process, f"http://127.0.0.1:{port}", log_path)
+
+
+def wait_ready(server: Server, timeout: float = 90.0) -> None:
+    from tests.support.tiny_model import wait_ready as ready
+
+    ready(server.url, server.process, timeout, server.log_tail)
+
+
+@contextlib.contextmanager
+def servers(prepared: Prepared, threads: int, workdir: Path) -> Iterator[tuple[Server, Server]]:
+    tier = start_process(
+        "tier",
+        [sys.executable, "-m", "bentoml", "serve", "pzone_model.service:PZoneTilt"],
+        {
+            "BENTOML_HOME": str(prepared.bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "PZONE_MODEL_WATCH_INTERVAL_S": "0",
+            "PZONE_ORT_THREADS": str(threads),
+        },
+        workdir,
+    )
+    naive = start_process(
+        "naive",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "benchmarks.serving:naive_app",
+            "--log-level",
+            "warning",
+        ],
+        {
+            NAIVE_CHECKPOINT_ENV: str(prepared.checkpoint),
+            NAIVE_THREADS_ENV: str(threads),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
+        workdir,
+    )
+    try:
+        wait_ready(tier)
+        wait_ready(naive)
+        yield tier, naive
+    finally:
+        tier.stop()
+        naive.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# in-process: the limit
+
+
+def inprocess_section(
+    prepared: Prepared, photos: Sequence[bytes], threads: int, batches: Sequence[int], seconds: float
+) -> dict[str, Any]:
+    import bentoml
+
+    from pzone_model.runtime import decode_image, load_model, model_version
+
+    stored = bentoml.models.get(prepared.model_tag)
+    version = model_version(stored.tag.name, stored.tag.version, stored.info.labels)
+    model = load_model(Path(stored.path), str(stored.tag), version, threads)
+    size = model.meta.image_size
+    squares = [decode_image(p, size, 40_000_000) for p in photos]
+
+    cpu_per_image: dict[str, float] = {}
+
+    def rate(name: str, fn: Callable[[], object], per_call: int) -> tuple[float, list[float]]:
+        """Images/s and each call's time; this process's CPU per image goes to ``cpu_per_image[name]``."""
+        fn()  # warm-up
+        times: list[float] = []
+        start, cpu0 = time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds or len(times) < 3:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        cpu_per_image[name] = (time.process_time() - cpu0) / (per_call * len(times))
+        return per_call * len(times) / sum(times), times
+
+    table: dict[str, float] = {}
+    for batch in batches:
+        images = np.stack([squares[i % len(squares)] for i in range(batch)])
+        per_s, _ = rate(str(batch), lambda images=images: model.predict(images), batch)  # type: ignore[misc]
+        table[str(batch)] = round(per_s, 1)
+        log(
+            f"  in-process ORT batch {batch:3d}: {per_s:8.1f} images/s, "
+            f"{cpu_per_image[str(batch)] * 1e3:.2f} ms CPU per image"
+        )
+    best = max(table, key=lambda b: table[b])
+
+    _, single = rate("single", lambda: model.predict(squares[0][None]), 1)
+    count = 0
+
+    def decode_one() -> None:
+        nonlocal count
+        decode_image(photos[count % len(photos)], size, 40_000_000)
+        count += 1
+
+    _, decodes = rate("decode", decode_one, 1)
+
+    def decode_and_predict() -> None:
+        nonlocal count
+        model.predict(decode_image(photos[count % len(photos)], size, 40_000_000)[None])
+        count += 1
+
+    e2e_per_s, both = rate("decode_and_infer", decode_and_predict, 1)
+    return {
+        "inprocess_limit_per_s": table[best],
+        "inprocess_limit_batch": int(best),
+        "inprocess_by_batch": table,
+        "single_inference_inprocess_ms": ms(statistics.median(single)),
+        "decode_inprocess_ms": ms(statistics.median(decodes)),
+        "single_decode_and_inference_inprocess_ms": ms(statistics.median(both)),
+        "inprocess_decode_and_infer_per_s": round(e2e_per_s, 1),
+        "inprocess_cpu_ms_per_image": {k: ms(v) for k, v in cpu_per_image.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# load generation
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    images: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    machine_busy: float = 0.0  # share of all cores busy during the window (everything on the machine)
+    machine_cores: int = field(default_factory=lambda: psutil.cpu_count() or 1)
+    late_s: float = 0.0  # open loop: how far behind schedule the generator launched its requests (p99)
+    late_max_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        n = max(self.requests, 1)
+        return {
+            "per_s": round(self.images / self.seconds, 1) if self.seconds else 0.0,  # images/s
+            "requests_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": ms(percentile(self.latencies, 50)),
+            "p99_ms": ms(percentile(self.latencies, 99)),
+            "max_ms": ms(max(self.latencies, default=float("nan"))),
+            "server_cpu_ms_per_req": ms(self.server_cpu_s / n),
+            "client_cpu_ms_per_req": ms(self.client_cpu_s / n),
+            "client_cpu_share": round(self.client_cpu_s / (self.client_cpu_s + self.server_cpu_s), 3)
+            if self.client_cpu_s + self.server_cpu_s
+            else 0.0,
+            "machine_busy": round(self.machine_busy, 3),
+            # Cores' worth of CPU used by neither the client nor the server (other work on the machine).
+            "other_cores": round(
+                max(
+                    0.0,
+                    self.machine_busy * self.machine_cores
+                    - (self.client_cpu_s + self.server_cpu_s) / self.seconds,
+                ),
+                2,
+            )
+            if self.seconds
+            else 0.0,
+        }
+
+
+LABEL, ERROR = b'"label"', b'"error"'
+
+
+def _ok(response: httpx.Response, expect: bytes) -> bool:
+    """A 200 whose body holds ``expect`` (a verdict's ``"label"``, or the ``"error"`` of a refused item)."""
+    return response.status_code == 200 and expect in response.content
+
+
+def _busy(times: Any) -> float:
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+class Window:
+    """CPU counters around the measured window: this process (the client), the server's tree, the machine."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def __enter__(self) -> Window:
+        self.t0 = time.perf_counter()
+        self.client0 = time.process_time()
+        self.server0 = self.server.cpu_s()
+        self.machine0 = psutil.cpu_times()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self.client_cpu = time.process_time() - self.client0
+        self.server_cpu = self.server.cpu_s() - self.server0
+        m0, m1 = self.machine0, psutil.cpu_times()
+        total = sum(m1) - sum(m0)
+        self.machine_busy = (_busy(m1) - _busy(m0)) / total if total > 0 else 0.0
+
+
+def one_connection_client() -> httpx.AsyncClient:
+    """A client with a pool of one keep-alive connection. Closed-loop workers get one each: httpx's shared pool
+    costs more client CPU per request the more connections it holds (measured here: ~1.3 ms at 4, ~4 ms at 32,
+    ~6.6 ms at 64 connections), which would make the generator, not the servers, the limit at high concurrency."""
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), timeout=60)
+
+
+async def closed_loop(
+    server: Server,
+    bodies: Sequence[Body],
+    concurrency: int,
+    warmup: float,
+    seconds: float,
+    expect: bytes = LABEL,
+) -> LoadResult:
+    """``concurrency`` workers, each with its own connection, each sending its next request when the last one is
+    answered."""
+    url = f"{server.url}/classify"
+    result = LoadResult()
+    measuring = False
+    stop = False
+    clients = [one_connection_client() for _ in range(concurrency)]
+
+    async def worker(index: int) -> None:
+        client = clients[index]
+        i = index
+        while not stop:
+            body = bodies[i % len(bodies)]
+            i += concurrency
+            t0 = time.perf_counter()
+            try:
+                ok = _ok(await client.post(url, content=body.content, headers=body.headers), expect)
+            except httpx.HTTPError:
+                ok = False
+            if measuring and not stop:
+                result.requests += 1
+                result.images += body.images
+                if ok:
+                    result.latencies.append(time.perf_counter() - t0)
+                else:
+                    result.errors += 1
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    await asyncio.sleep(warmup)
+    measuring = True
+    with Window(server) as window:
+        await asyncio.sleep(seconds)
+        stop = True
+    await asyncio.gather(*tasks)
+    await asyncio.gather(*(client.aclose() for client in clients))
+    result.seconds = window.seconds
+    result.client_cpu_s, result.server_cpu_s, result.machine_busy = (
+        window.client_cpu,
+        window.server_cpu,
+        window.machine_busy,
+    )
+    return result
+
+
+async def open_loop(
+    client: httpx.AsyncClient,
+    server: Server,
+    bodies: Sequence[Body],
+    rate: float,
+    warmup: float,
+    seconds: float,
+) -> LoadResult:
+    """Requests launched at a constant rate whatever the answers do; latency counts from the scheduled launch time
+    (a generator that fell behind does not hide the queueing it caused)."""
+    url = f"{server.url}/classify"
+    result = LoadResult()
+    lateness: list[float] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(body: Body, scheduled: float, counted: bool) -> None:
+        try:
+            ok = _ok(await client.post(url, content=body.content, headers=body.headers), LABEL)
+        except httpx.HTTPError:
+            ok = False
+        if counted:
+            result.requests += 1
+            result.images += body.images
+            if ok:
+                result.latencies.append(time.perf_counter() - scheduled)
+            else:
+                result.errors += 1
+
+    interval = 1.0 / rate
+    total = int((warmup + seconds) * rate)
+    first_counted = int(warmup * rate)
+    start = time.perf_counter() + 0.01
+    window: Window | None = None
+    for i in range(total):
+        scheduled = start + i * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if i == first_counted:
+            window = Window(server).__enter__()
+        if i >= first_counted:
+            lateness.append(max(0.0, time.perf_counter() - scheduled))
+        task = asyncio.create_task(one(bodies[i % len(bodies)], scheduled, i >= first_counted))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    assert window is not None
+    window.__exit__()
+    # The rate actually offered: requests counted over the time their launches spanned.
+    result.seconds = (total - first_counted) * interval
+    result.client_cpu_s, result.server_cpu_s, result.machine_busy = (
+        window.client_cpu,
+        window.server_cpu,
+        window.machine_busy,
+    )
+    result.late_s = percentile(lateness, 99)
+    result.late_max_s = max(lateness, default=0.0)
+    return result
+
+
+def run_async(main: Callable[[], Any]) -> Any:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main())
+    except ImportError:
+        return asyncio.run(main())
+
+
+def load_section(
+    tier: Server, naive: Server, bodies: Sequence[Body], preset: dict[str, Any]
+) -> dict[str, Any]:
+    levels: Sequence[int] = preset["levels"]
+    warmup, seconds = float(preset["warmup"]), float(preset["seconds"])
+    results: dict[str, dict[str, Any]] = {"tier": {}, "naive": {}}
+
+    async def closed() -> None:
+        async with one_connection_client() as client:
+            for server in (tier, naive):  # warm both up
+                for body in bodies:
+                    await client.post(f"{server.url}/classify", content=body.content, headers=body.headers)
+        for level in levels:  # interleaved, so drift on a shared machine hits both alike
+            for server in (tier, naive):
+                got = await closed_loop(server, bodies, level, warmup, seconds)
+                row = got.summary()
+                results[server.name][str(level)] = row
+                log(
+                    f"  {server.name:5s} c={level:3d}: {row['per_s']:7.1f} images/s  p50 {row['p50_ms']:7.1f} ms"
+                    f"  p99 {row['p99_ms']:7.1f} ms  server {row['server_cpu_ms_per_req']:.2f} ms CPU/req"
+                    f"  client {row['client_cpu_ms_per_req']:.2f}  errors {row['errors']}"
+                )
+
+    run_async(closed)
+    return results
+
+
+def tier_extras_section(tier: Server, photos: Sequence[bytes], preset: dict[str, Any]) -> dict[str, Any]:
+    """Where the tier's time goes, closed loop at one level: requests of several photos each (the per-request cost
+    shared), and requests whose one file is refused at its header check (the per-request cost alone: HTTP, BentoML,
+    the multipart form, one thread hop and the JSON answer; no decode, no model)."""
+    level, per_request = int(preset["extras_concurrency"]), int(preset["multi_images"])
+    warmup, seconds = float(preset["warmup"]), float(preset["extras_seconds"])
+    multi = multipart_bodies(photos, per_request)
+    junk = multipart_bodies([os.urandom(len(p)) for p in photos])
+    out: dict[str, Any] = {}
+
+    async def go() -> None:
+        for name, bodies, expect in (("multi_image", multi, LABEL), ("refused_item", junk, ERROR)):
+            row = (await closed_loop(tier, bodies, level, warmup, seconds, expect)).summary()
+            row.update(concurrency=level, images_per_request=bodies[0].images)
+            out[name] = row
+            log(
+                f"  tier c={level} {name} ({bodies[0].images}/request): {row['per_s']:.1f} images/s, "
+                f"{row['requests_per_s']:.1f} requests/s, server {row['server_cpu_ms_per_req']:.2f} ms CPU/req, "
+                f"errors {row['errors']}"
+            )
+
+    run_async(go)
+    return out
+
+
+def half_load_section(
+    tier: Server, bodies: Sequence[Body], rate: float, preset: dict[str, Any]
+) -> dict[str, Any]:
+    async def go() -> LoadResult:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            return await open_loop(
+                client, tier, bodies, rate, float(preset["warmup"]), float(preset["half_seconds"])
+            )
+
+    got: LoadResult = run_async(go)
+    row = got.summary()
+    row["offered_per_s"] = round(rate, 1)
+    row["generator_late_p99_ms"] = ms(got.late_s)
+    row["generator_late_max_ms"] = ms(got.late_max_s)
+    # A stall shows as a run of slow answers: how many took over 5x the median.
+    row["over_5x_median"] = (
+        sum(v > 5 * statistics.median(got.latencies) for v in got.latencies) if got.latencies else 0
+    )
+    log(
+        f"  tier at {rate:.0f} req/s (open loop): p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+        f"errors {row['errors']}, generator late p99 {row['generator_late_p99_ms']:.1f} ms"
+    )
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {
+        "machine_cores": os.cpu_count(),
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "",
+        f"{'concurrency':>11} | {'tier img/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'naive img/s':>11} {'p50 ms':>8}"
+        f" {'p99 ms':>8} | {'tier/naive':>10}",
+    ]
+    for level, row in results["tier_by_concurrency"].items():
+        other = results["naive_by_concurrency"][level]
+        ratio = row["per_s"] / other["per_s"] if other["per_s"] else float("nan")
+        lines.append(
+            f"{level:>11} | {row['per_s']:>10.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} | "
+            f"{other['per_s']:>11.1f} {other['p50_ms']:>8.1f} {other['p99_ms']:>8.1f} | {ratio:>10.2f}"
+        )
+    lines += [
+        f"in-process limit ({results['ort_threads']} ORT threads, batch {results['inprocess_limit_batch']}): "
+        f"{results['inprocess_limit_per_s']:.1f} images/s; with decode, one at a time: "
+        f"{results['inprocess_decode_and_infer_per_s']:.1f}",
+        f"tier peak {results['tier_peak_per_s']:.1f} ({results['tier_vs_inprocess']:.2f} of the limit), naive peak "
+        f"{results['naive_peak_per_s']:.1f} (tier {results['tier_vs_naive']:.2f}x)",
+        f"single inference: {results['single_inference_ms']:.2f} ms end-to-end (tier, c=1), "
+        f"{results['single_inference_inprocess_ms']:.2f} ms ORT in-process; "
+        f"p99 at half the peak ({results['half_load']['offered_per_s']:.0f} req/s): "
+        f"{results['p99_half_load_ms']:.1f} ms ({results['p99_half_vs_single']:.2f}x)",
+        f"targets: {results['targets']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a short run (about 38-40 s; limit 45 s)")
+    parser.add_argument("--levels", help="comma-separated concurrency levels (closed loop)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per level")
+    parser.add_argument("--half-seconds", type=float, help="measured seconds of the half-load run")
+    parser.add_argument("--threads", type=int, help="ORT (and torch) threads; default: the tier's own sizing")
+    args = parser.parse_args(argv)
+    preset = dict(QUICK if args.quick else FULL)
+    if args.levels:
+        preset["levels"] = tuple(int(v) for v in args.levels.split(","))
+    if args.seconds:
+        preset["seconds"] = args.seconds
+    if args.half_seconds:
+        preset["half_seconds"] = args.half_seconds
+
+    from pzone_model.runtime import available_cpus, cgroup_cpu_limit, ort_threads
+    from pzone_model.settings import Settings as TierSettings
+
+    # The tier's own sizing (cgroup quota, affinity, PZONE_ORT_THREADS), passed to it explicitly so both match.
+    threads = args.threads or ort_threads(cgroup_cpu_limit(), available_cpus(), TierSettings().ort_threads)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {"quick": bool(args.quick), "arch": ARCH, "image_size": IMAGE_SIZE}
+    with tempfile.TemporaryDirectory(prefix="pzone-bench-serving-") as tmp:
+        workdir = Path(tmp)
+        log(
+            f"model: {ARCH} at {IMAGE_SIZE} px (untrained), exported to ONNX and imported into a private store"
+        )
+        prepared = prepare_model(workdir)
+        photos = render_photos(int(preset["photos"]))
+        bodies = multipart_bodies(photos)
+        results["photo_kb"] = round(statistics.mean(len(p) for p in photos) / 1e3, 1)
+        log(
+            f"{len(photos)} photos at {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {results['photo_kb']} kB each on average"
+        )
+        log("starting the tier (bentoml serve) and the naive service (uvicorn + torch)")
+        with servers(prepared, threads, workdir) as (tier, naive):
+            log(f"in-process ONNX Runtime, {threads} threads")
+            results.update(
+                inprocess_section(
+                    prepared, photos, threads, preset["batches"], float(preset["inprocess_seconds"])
+                )
+            )
+            # The tier gets them as PZONE_ORT_THREADS, which its sizing (runtime.ort_threads) uses as given.
+            results["ort_threads"] = threads
+            results["tier_ort_threads"] = threads
+            results["inprocess_ort_threads"] = threads
+            log("closed loop, one photo per request")
+            by_level = load_section(tier, naive, bodies, preset)
+            results["tier_by_concurrency"] = by_level["tier"]
+            results["naive_by_concurrency"] = by_level["naive"]
+            tier_best = max(by_level["tier"], key=lambda k: by_level["tier"][k]["per_s"])
+            naive_best = max(by_level["naive"], key=lambda k: by_level["naive"][k]["per_s"])
+            results["tier_peak_per_s"] = by_level["tier"][tier_best]["per_s"]
+            results["tier_peak_concurrency"] = int(tier_best)
+            results["naive_peak_per_s"] = by_level["naive"][naive_best]["per_s"]
+            results["naive_peak_concurrency"] = int(naive_best)
+            single = by_level["tier"].get("1") or by_level["tier"][min(by_level["tier"], key=int)]
+            results["single_inference_ms"] = single["p50_ms"]
+            results["naive_single_inference_ms"] = (
+                by_level["naive"].get("1") or by_level["naive"][min(by_level["naive"], key=int)]
+            )["p50_ms"]
+            log("the tier's per-request cost")
+            extras = tier_extras_section(tier, photos, preset)
+            results["tier_multi_image"] = extras["multi_image"]
+            results["tier_refused_item"] = extras["refused_item"]
+            log("open loop at half the tier's peak")
+            half = half_load_section(tier, bodies, results["tier_peak_per_s"] / 2, preset)
+            results["half_load"] = half
+            results["p50_half_load_ms"] = half["p50_ms"]
+            results["p99_half_load_ms"] = half["p99_ms"]
+    results["naive_torch_threads"] = threads
+    results["tier_vs_inprocess"] = round(results["tier_peak_per_s"] / results["inprocess_limit_per_s"], 3)
+    # Like for like: the same per-image work (decode + one ORT call) done one at a time in this process.
+    results["tier_vs_inprocess_decode_and_infer"] = round(
+        results["tier_peak_per_s"] / results["inprocess_decode_and_infer_per_s"], 3
+    )
+    results["tier_vs_naive"] = round(results["tier_peak_per_s"] / results["naive_peak_per_s"], 3)
+    results["p99_half_vs_single"] = round(results["p99_half_load_ms"] / results["single_inference_ms"], 3)
+    results["p99_half_vs_single_inprocess"] = round(
+        results["p99_half_load_ms"] / results["single_inference_inprocess_ms"], 3
+    )
+    # Where a photo's CPU goes (ms per image; the machine has `machine_cores` of them for everything).
+    peak = results["tier_by_concurrency"][str(results["tier_peak_concurrency"])]
+    naive_peak = results["naive_by_concurrency"][str(results["naive_peak_concurrency"])]
+    limit_cpu = results["inprocess_cpu_ms_per_image"][str(results["inprocess_limit_batch"])]
+    results["cpu_ms_per_image"] = {
+        "inprocess_ort": limit_cpu,
+        "decode": results["inprocess_cpu_ms_per_image"]["decode"],
+        "tier_server": peak["server_cpu_ms_per_req"],
+        "tier_request_without_decode_or_model": results["tier_refused_item"]["server_cpu_ms_per_req"],
+        "tier_server_multi_image": round(
+            results["tier_multi_image"]["server_cpu_ms_per_req"]
+            / results["tier_multi_image"]["images_per_request"],
+            2,
+        ),
+        "client_at_tier_peak": peak["client_cpu_ms_per_req"],
+        "naive_server": naive_peak["server_cpu_ms_per_req"],
+    }
+    results["targets"] = {
+        "tier_70pct_of_inprocess": results["tier_vs_inprocess"] >= TARGET_TIER_VS_INPROCESS,
+        "tier_3x_naive": results["tier_vs_naive"] >= TARGET_TIER_VS_NAIVE,
+        "p99_half_load_within_3x_single": results["p99_half_vs_single"] <= TARGET_P99_VS_SINGLE,
+    }
+    results.update(machine())
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    log(table(results))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
