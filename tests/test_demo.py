@@ -102,3 +102,36 @@ def test_quick_demo_of_two_rounds_trains_serves_and_measures(tmp_path: Path) -> 
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0
+    check_table_against_database(tmp_path / "data", rows)
+
+
+def check_table_against_database(data_dir: Path, rows: dict[int, list[str]]) -> None:
+    """The final table's numbers agree with what the demo's platform stored."""
+    import json
+
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from pzone.db.engine import make_engine
+    from pzone.db.models import Photo, Prediction
+    from pzone.labels import labeled_photos
+
+    engine = make_engine(f"sqlite:///{data_dir / 'demo' / 'pzone.db'}")
+    try:
+        with Session(engine) as session:
+            stored = session.scalar(select(func.count()).select_from(Photo).where(Photo.status == "stored"))
+            labeled = labeled_photos(session)
+            by_v1 = session.scalar(
+                select(func.count()).select_from(Prediction).where(Prediction.model_version == "pzone-tilt/1")
+            )
+    finally:
+        engine.dispose()
+    assert stored == sum(int(row[0]) for row in rows.values())  # every photo of the table is stored
+    snapshot = data_dir / "demo-project" / "data" / "snapshot"
+    skipped = json.loads((snapshot / "skipped.json").read_text())
+    in_snapshot = int(
+        rows[2][1]
+    )  # round 2's training snapshot: every labeled photo, used or skipped with a reason
+    assert len(labeled) == in_snapshot + sum(len(s["photo_ids"]) for s in skipped)
+    scored = int(re.search(r"of (\d+)", rows[2][5]).group(1))  # type: ignore[union-attr]
+    assert by_v1 is not None and by_v1 >= scored  # the live figure counts predictions stored by that model

@@ -340,3 +340,21 @@ def test_register_moves_aliases_and_undoes_a_half_registration(
         reg.register(
             {"run_id": "x"}, strong, model_name="t-model", client=client, register_model=mlflow.register_model
         )
+
+
+@pytest.mark.unit
+def test_a_stale_champion_comparison_never_promotes() -> None:
+    no_champion_then = reg.decide({"macro_f1": 0.9, "n_test": 10}, {"exists": False}, GATE)
+    assert no_champion_then.promote
+    # a champion appeared after evaluate ran: not compared, not promoted
+    stale = reg.guard_stale(no_champion_then, {"exists": False}, "1")
+    assert not stale.promote and "changed since evaluate" in stale.reason
+    beat_v1 = reg.decide(
+        {"macro_f1": 0.9, "n_test": 10}, {"exists": True, "macro_f1": 0.5, "version": "1"}, GATE
+    )
+    assert not reg.guard_stale(
+        beat_v1, {"exists": True, "version": "1"}, "2"
+    ).promote  # the champion moved on
+    assert (
+        reg.guard_stale(beat_v1, {"exists": True, "version": "1"}, "1") is beat_v1
+    )  # same champion: as decided

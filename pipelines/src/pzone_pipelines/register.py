@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -76,6 +76,37 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any], params: GatePar
     if score >= best + params.margin:
         return verdict(True, "beats the champion by the margin", best, version)
     return verdict(False, "does not beat the champion by the margin", best, version)
+
+
+def current_champion(client: Any, model_name: str) -> str | None:
+    """The version the registry's champion alias points at now, or None."""
+    try:
+        return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+    except Exception as exc:  # MlflowException: no such model or alias
+        if (
+            "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
+            or "not found" in str(exc).lower()
+        ):
+            return None
+        raise
+
+
+def guard_stale(decision: Decision, champion: dict[str, Any], now: str | None) -> Decision:
+    """Never promote on a comparison with another champion than the registry's current one.
+
+    The evaluate stage measured the champion of its time; if only the gate's params changed, DVC re-runs register
+    without evaluate, and the champion may have moved since (or appeared: the first model registered by an earlier
+    run). Such a challenger is registered but not promoted; re-running evaluate makes the comparison fair again.
+    """
+    evaluated = str(champion["version"]) if champion.get("exists") else None
+    if evaluated == now or not decision.promote:
+        return decision
+    return replace(
+        decision,
+        promote=False,
+        reason=f"the champion changed since evaluate (evaluated against {evaluated}, now {now}): "
+        "not promoted; run `dvc repro -f evaluate` to compare",
+    )
 
 
 def _finite(value: Any, what: str) -> float:
@@ -149,11 +180,8 @@ def main(
     try:
         gate = GateParams.from_mapping(section(load_params(params_file), "register"))
         run = _read_json(run_file, "the run record")
-        decision = decide(
-            _read_json(metrics_file, "challenger metrics"),
-            _read_json(champion_file, "champion metrics"),
-            gate,
-        )
+        champion = _read_json(champion_file, "champion metrics")
+        decision = decide(_read_json(metrics_file, "challenger metrics"), champion, gate)
     except (RegisterError, ParamsError) as exc:
         console.print(f"[red]register failed, nothing registered:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -164,6 +192,7 @@ def main(
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    decision = guard_stale(decision, champion, current_champion(client, settings.mlflow_model_name))
     version = register(
         run,
         decision,
