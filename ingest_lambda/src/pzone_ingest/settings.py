@@ -37,6 +37,12 @@ class Settings(CoreSettings):
     ingest_stop_grace_s: float = Field(
         20.0, gt=0, description="After SIGTERM, exit even if the drain is stuck."
     )
+    database_secret_arn: str | None = Field(
+        None,
+        description="AWS Secrets Manager secret (RDS JSON: username, password, host, port, dbname) read once at "
+        "cold start when PZONE_DATABASE_URL is not set: the Lambda's database credentials never sit in its "
+        "environment.",
+    )
 
 
 def mqtt_endpoint(url: str) -> tuple[str, int, bool, str | None, str | None]:
