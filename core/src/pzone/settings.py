@@ -39,6 +39,15 @@ class CoreSettings(BaseSettings):
         "default: generated once into data_dir/secret_key (mode 0600).",
     )
 
+    # Log files (the console always gets the logs too). The `pzone` CLI reads PZONE_LOG_DIR itself (its global
+    # --log-dir option), before any settings class is built; this field is the same variable for code that has
+    # settings, e.g. the default source folder of `pzone logs backup`.
+    log_dir: Path | None = Field(
+        None,
+        description="Folder for rotating log files <command>-<hostname>.log (rotated hourly and on exit to "
+        "<name>.log.<YYYY-mm-dd_HH>, shipped to S3 by `pzone logs backup`); default (unset): console only.",
+    )
+
     # Tilt classes (degrees from vertical). The training issue keeps its own copy in params.yaml.
     tilt_upright_max_deg: float = Field(20.0, gt=0, lt=90)
     tilt_fallen_min_deg: float = Field(60.0, gt=0, le=180)
