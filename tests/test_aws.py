@@ -34,6 +34,10 @@ BUILD_ZIP = ROOT / "ingest_lambda" / "build_zip.py"
 RULE_SQL = (
     "SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'"
 )
+STATUS_RULE_SQL = (
+    "SELECT *, topic(2) AS zone_id, topic(3) AS device_id, topic(4) AS kind, timestamp() AS received_at "
+    "FROM 'pzone/+/+/status'"
+)
 FORBIDDEN = ("torch", "fastapi", "starlette", "typer", "amqtt", "bentoml", "mlflow")
 ZIP_LIMIT_BYTES = 50 * 1024 * 1024  # Lambda's limit for a zip uploaded directly
 UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024  # and for the unzipped code
@@ -123,44 +127,57 @@ def test_cfn_lint_fails_a_broken_copy(tmp_path: Path) -> None:
 # --- the topic rule, the function and their wiring -----------------------------------------------------------------
 @pytest.mark.unit
 def test_rule_sql_is_the_contracts(template: dict[str, Any]) -> None:
-    _, rule = _one(template, "AWS::IoT::TopicRule")
-    payload = rule["TopicRulePayload"]
-    assert payload["Sql"] == RULE_SQL
-    assert payload["AwsIotSqlVersion"] == "2016-03-23"
-    assert payload["RuleDisabled"] is False
+    rules = {
+        r["Properties"]["TopicRulePayload"]["Sql"]: r
+        for r in _resources(template, "AWS::IoT::TopicRule").values()
+    }
+    assert sorted(rules) == sorted([RULE_SQL, STATUS_RULE_SQL])
+    for rule in rules.values():
+        assert rule["Properties"]["TopicRulePayload"]["AwsIotSqlVersion"] == "2016-03-23"
+        assert rule["Properties"]["TopicRulePayload"]["RuleDisabled"] is False
     # The same statement the handler and the architecture document describe.
     assert RULE_SQL in (ROOT / "ingest_lambda" / "src" / "pzone_ingest" / "handler.py").read_text()
     assert RULE_SQL in (ROOT / "docs" / "architecture.md").read_text()
+    assert STATUS_RULE_SQL in (ROOT / "docs" / "architecture.md").read_text()
 
 
 @pytest.mark.unit
-def test_rule_invokes_the_function_and_keeps_errors_in_the_dead_letter_queue(
+def test_rules_invoke_the_function_and_keep_errors_in_the_dead_letter_queue(
     template: dict[str, Any],
 ) -> None:
     function_name, _ = _one(template, "AWS::Serverless::Function")
     queue_name, queue = _one(template, "AWS::SQS::Queue")
-    rule_name, rule = _one(template, "AWS::IoT::TopicRule")
-    payload = rule["TopicRulePayload"]
-    assert payload["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [function_name, "Arn"]}}}]
-    sqs = payload["ErrorAction"]["Sqs"]
-    assert sqs["QueueUrl"] == {"Ref": queue_name}
-    # The error action's role may send to that queue and nothing else, and only IoT may assume it.
-    role_name = sqs["RoleArn"]["Fn::GetAtt"][0]
-    role = template["Resources"][role_name]["Properties"]
-    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "iot.amazonaws.com"}
-    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    assert statements == [
-        {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": [queue_name, "Arn"]}}
-    ]
+    rules = _resources(template, "AWS::IoT::TopicRule")
+    assert len(rules) == 2
+    permissions = _resources(template, "AWS::Lambda::Permission")
+    for rule_name, rule in rules.items():
+        payload = rule["Properties"]["TopicRulePayload"]
+        assert payload["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [function_name, "Arn"]}}}]
+        sqs = payload["ErrorAction"]["Sqs"]
+        assert sqs["QueueUrl"] == {"Ref": queue_name}
+        # The error action's role may send to that queue and nothing else, and only IoT may assume it.
+        role_name = sqs["RoleArn"]["Fn::GetAtt"][0]
+        role = template["Resources"][role_name]["Properties"]
+        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+            "Service": "iot.amazonaws.com"
+        }
+        statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        assert statements == [
+            {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": [queue_name, "Arn"]}}
+        ]
+        # IoT may invoke the function, for this rule only (one permission per rule).
+        (permission,) = [
+            p["Properties"]
+            for p in permissions.values()
+            if p["Properties"]["SourceArn"] == {"Fn::GetAtt": [rule_name, "Arn"]}
+        ]
+        assert permission["Principal"] == "iot.amazonaws.com"
+        assert permission["Action"] == "lambda:InvokeFunction"
+        assert permission["FunctionName"] == {"Fn::GetAtt": [function_name, "Arn"]}
+    assert len(permissions) == 2
     # The queue is encrypted and keeps messages as long as SQS allows.
     assert queue["SqsManagedSseEnabled"] is True
     assert queue["MessageRetentionPeriod"] == 1209600
-    # IoT may invoke the function, for this rule only.
-    _, permission = _one(template, "AWS::Lambda::Permission")
-    assert permission["Principal"] == "iot.amazonaws.com"
-    assert permission["Action"] == "lambda:InvokeFunction"
-    assert permission["SourceArn"] == {"Fn::GetAtt": [rule_name, "Arn"]}
-    assert permission["FunctionName"] == {"Fn::GetAtt": [function_name, "Arn"]}
 
 
 @pytest.mark.unit

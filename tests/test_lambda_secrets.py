@@ -98,3 +98,39 @@ def database_url_from_secret_ok() -> str:
             {"username": "a@b", "password": "c/d", "host": "db.internal", "port": 6543, "dbname": "pz"}
         )
     )
+
+
+@pytest.mark.integration
+def test_the_status_rule_s_events_update_the_device(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status rule adds ``kind``: a status event updates the device; an unknown kind is a dead letter."""
+    from sqlalchemy import select
+
+    from pzone.db.models import DeadLetter, Device
+    from pzone_ingest import handler as handler_module
+
+    monkeypatch.setenv("PZONE_DATABASE_URL", pg_url)
+    handler_module._runtime.cache_clear()
+    status = {
+        "v": 1,
+        "status": "offline",
+        "zone_id": "zone-1",
+        "device_id": "d-status",
+        "kind": "status",
+        "received_at": 1_700_000_000_000,
+    }
+    try:
+        assert handler_module.handler(iot_event("d-status", 1), None)["inserted"] == 1
+        summary = handler_module.handler([status, {**status, "kind": "firmware"}], None)
+        assert summary["statuses"] == 1 and summary["dead_letters"] == 1 and summary["inserted"] == 0
+    finally:
+        handler_module._runtime()[0].dispose()
+        handler_module._runtime.cache_clear()
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert (
+                conn.execute(select(Device.status).where(Device.id == "d-status")).scalar_one() == "offline"
+            )
+        assert count(engine, DeadLetter) == 1
+    finally:
+        engine.dispose()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pzone.db.models import RAW_PAYLOAD_KEEP_BYTES
-from pzone.telemetry import InvalidReading, parse_topic, tilt_topic
+from pzone.telemetry import InvalidReading, parse_topic, status_topic, tilt_topic
 
 
 @dataclass(slots=True)
@@ -82,7 +82,10 @@ def from_iot_event(event: Any) -> Incoming:
     if not isinstance(event, dict):
         return Incoming("tilt", None, raw, error=f"event must be a JSON object, got {type(event).__name__}")
     zone_id, device_id = event.get("zone_id"), event.get("device_id")
-    topic = (
-        tilt_topic(zone_id, device_id) if isinstance(zone_id, str) and isinstance(device_id, str) else None
-    )
-    return Incoming("tilt", topic, raw, event=event)
+    # The status rule adds ``topic(4) AS kind``; the tilt rule's events carry no kind.
+    kind = event.get("kind", "tilt")
+    if kind not in ("tilt", "status"):
+        return Incoming("tilt", None, raw, error=f"unknown message kind {kind!r:.40} in event")
+    named = isinstance(zone_id, str) and isinstance(device_id, str)
+    topic = (status_topic if kind == "status" else tilt_topic)(zone_id, device_id) if named else None
+    return Incoming(kind, topic, raw, event=event)
