@@ -126,15 +126,22 @@ class AdcBattery(Battery):
         return max(0, min(100, pct))
 
 
+# DER files stored next to config.json (binary cannot live in JSON): the CA that signs the broker's certificate,
+# and the device's own certificate and key for brokers that authenticate clients by certificate (AWS IoT Core).
+_SSL_FILES = {"ca_file": "cadata", "cert_file": "cert", "key_file": "key"}
+
+
 def _load_ssl_params(params) -> dict:
     out = {}
     for key in params:
-        if key != "ca_file":
+        if key not in _SSL_FILES:
             out[key] = params[key]
-    if params.get("ca_file"):
-        # DER-encoded CA certificate stored next to config.json (binary cannot live in JSON)
-        with open(params["ca_file"], "rb") as f:
-            out["cadata"] = f.read()
+    for key in _SSL_FILES:
+        if params.get(key):
+            with open(params[key], "rb") as f:
+                out[_SSL_FILES[key]] = f.read()
+    if ("cert" in out) != ("key" in out):
+        raise ValueError("mqtt.ssl_params needs both cert_file and key_file, or neither")
     return out
 
 
@@ -142,6 +149,8 @@ def _ssl_context(params):
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if "cert" in params:
+        ctx.load_cert_chain(params["cert"], params["key"])
     if "cadata" in params:
         ctx.load_verify_locations(cadata=params["cadata"])
         ctx.verify_mode = ssl.CERT_REQUIRED
