@@ -86,6 +86,7 @@ def from_iot_event(event: Any) -> Incoming:
     kind = event.get("kind", "tilt")
     if kind not in ("tilt", "status"):
         return Incoming("tilt", None, raw, error=f"unknown message kind {kind!r:.40} in event")
-    named = isinstance(zone_id, str) and isinstance(device_id, str)
-    topic = (status_topic if kind == "status" else tilt_topic)(zone_id, device_id) if named else None
+    topic = None
+    if isinstance(zone_id, str) and isinstance(device_id, str):
+        topic = (status_topic if kind == "status" else tilt_topic)(zone_id, device_id)
     return Incoming(kind, topic, raw, event=event)
