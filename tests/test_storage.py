@@ -366,6 +366,31 @@ def test_s3_presigned_put_and_get_over_http(s3_store: S3ObjectStore) -> None:
 
 
 @pytest.mark.integration
+def test_s3_presigned_urls_use_the_public_endpoint(s3_server: MotoServer) -> None:
+    """PZONE_S3_PUBLIC_ENDPOINT_URL: the servers talk to S3 by one name, browsers get URLs for another (here the same
+    moto server as ``localhost`` vs ``127.0.0.1``); the URL works, and the store's own calls keep the internal one."""
+    public = s3_server.endpoint_url.replace("127.0.0.1", "localhost")
+    store = S3ObjectStore(
+        BUCKET, endpoint_url=s3_server.endpoint_url, region="us-east-1", public_endpoint_url=public
+    )
+    store.ensure_bucket()
+    photo = b"\xff\xd8" + os.urandom(1000)
+    put_url = store.presign_put("originals/ab/public.jpg", "image/jpeg", max_bytes=MiB, expires_s=60)
+    assert put_url.startswith(public + f"/{BUCKET}/originals/ab/public.jpg?")
+    http(put_url, "PUT", photo, {"Content-Type": "image/jpeg"})
+    assert store.client.meta.endpoint_url == s3_server.endpoint_url
+    assert store.get_bytes("originals/ab/public.jpg") == photo
+    assert store.presign_get("originals/ab/public.jpg").startswith(public + "/")
+    assert http(store.presign_get("originals/ab/public.jpg")) == photo
+    settings = CoreSettings(
+        s3_bucket=BUCKET, s3_endpoint_url=s3_server.endpoint_url, s3_public_endpoint_url=public
+    )
+    from_settings = object_store_from_settings(settings)
+    assert isinstance(from_settings, S3ObjectStore)
+    assert from_settings.presign_get("originals/ab/public.jpg").startswith(public + "/")
+
+
+@pytest.mark.integration
 def test_s3_presigned_put_size_is_rechecked_on_completion(s3_store: S3ObjectStore) -> None:
     """A presigned PUT cannot carry a maximum size: the completion check deletes an oversized upload."""
     put_url = s3_store.presign_put("originals/big.jpg", "image/jpeg", max_bytes=1000, expires_s=60)

@@ -30,6 +30,11 @@ class CoreSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for S3-compatible stores (MinIO, moto); default: AWS."
     )
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description="The S3 endpoint as browsers reach it, for presigned URLs, when the servers use an internal "
+        "one (PZONE_S3_ENDPOINT_URL=http://s3:9000 in a cluster or compose); default: the same endpoint.",
+    )
     s3_region: str | None = Field(
         None, description="S3 region; default: boto3's (AWS_REGION, ~/.aws/config)."
     )

@@ -606,6 +606,7 @@ class S3ObjectStore:
         region: str | None = None,
         client: Any = None,
         multipart_threshold: int = 8 * 1024 * 1024,
+        public_endpoint_url: str | None = None,
     ) -> None:
         import boto3  # imported here: the local backend and the settings must not need it to import
         from boto3.s3.transfer import TransferConfig
@@ -624,6 +625,18 @@ class S3ObjectStore:
             )
             client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.client = client
+        # Presigned URLs are for browsers: where the servers reach S3 by an internal name (a Service, a compose
+        # service), they are signed for the public address instead (SigV4 signs the host); nothing is sent.
+        self.presign_client = client
+        if public_endpoint_url and public_endpoint_url != endpoint_url:
+            public_config = Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "max_attempts": 5},
+            )
+            self.presign_client = boto3.client(
+                "s3", endpoint_url=public_endpoint_url, region_name=region, config=public_config
+            )
         self._transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=max(multipart_threshold, 5 * 1024 * 1024),
@@ -742,7 +755,7 @@ class S3ObjectStore:
         _check_max_bytes(max_bytes)
         _check_expires(expires_s)
         return str(
-            self.client.generate_presigned_url(
+            self.presign_client.generate_presigned_url(
                 "put_object",
                 Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
                 ExpiresIn=expires_s,
@@ -754,7 +767,7 @@ class S3ObjectStore:
         validate_key(key)
         _check_expires(expires_s)
         return str(
-            self.client.generate_presigned_url(
+            self.presign_client.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=expires_s,
@@ -824,6 +837,9 @@ def object_store_from_settings(settings: CoreSettings) -> LocalObjectStore | S3O
     """S3 when ``PZONE_S3_BUCKET`` is set, else the folder ``data_dir/objects``."""
     if settings.s3_bucket:
         return S3ObjectStore(
-            settings.s3_bucket, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
     return LocalObjectStore(settings.data_dir / "objects", local_signing_key(settings))
