@@ -71,7 +71,7 @@ S3_SERVICE_ACCOUNTS = ("pzone-api", "pzone-trainer", "pzone-mlflow", "pzone-log-
 BASE_EDGES: dict[str, set[str]] = {
     "pzone-front": {"ns:ingress-nginx"},
     "pzone-api": {"ns:ingress-nginx", "pzone-front"},
-    "pzone-model": {"pzone-api", "pzone-photo-worker"},
+    "pzone-model": {"pzone-api", "pzone-photo-worker", "pzone-retrain"},
     "mlflow": {"pzone-retrain"},
 }
 EXPECTED_EDGES: dict[str, dict[str, set[str]]] = {
@@ -814,7 +814,9 @@ def test_components_do_what_the_contract_says() -> None:
         assert retrain["spec"]["concurrencyPolicy"] == "Forbid"
         assert "exec pzone retrain --auto" in " ".join(container("CronJob", "pzone-retrain")["command"])
         assert "/pzone-trainer:" in "/" + container("CronJob", "pzone-retrain")["image"]
-        assert "PZONE_MODEL_TIER_URL" not in env_of(container("CronJob", "pzone-retrain"))
+        # Retrain waits for the tier to serve a new champion, which it finds in the store both mount.
+        trainer_container = container("CronJob", "pzone-retrain")
+        assert env_of(trainer_container)["PZONE_MODEL_TIER_URL"]["value"] == "http://pzone-model:3000"
 
         assert container("CronJob", "pzone-log-backup")["command"] == [
             "pzone",
@@ -841,6 +843,22 @@ def test_components_do_what_the_contract_says() -> None:
         assert model_container["livenessProbe"]["httpGet"]["path"] == "/livez"
         assert pod_spec(model)["terminationGracePeriodSeconds"] > 30
         assert "preStop" in model_container["lifecycle"]
+        assert "command" not in model_container  # the image's own: bentoml serve on the shared store
+        assert env_of(model_container)["PZONE_MODEL_WATCH_INTERVAL_S"]["value"] != "0"
+        store_mount = {m["name"]: m for m in model_container["volumeMounts"]}["models"]
+        trainer_mount = {m["name"]: m for m in trainer_container["volumeMounts"]}["work"]
+        # The tier's model store ($BENTOML_HOME/models) is the trainer's (its BENTOML_HOME: /var/lib/pzone/bentoml).
+        bentoml_home = env_of(model_container)["BENTOML_HOME"]["value"]
+        assert store_mount["mountPath"] == bentoml_home + "/models" and store_mount["readOnly"] is True
+        assert trainer_mount["mountPath"] == "/var/lib/pzone"
+        assert store_mount["subPath"] == trainer_mount["subPath"] + "/bentoml/models"
+        assert "BENTOML_HOME=/var/lib/pzone/bentoml" in (ROOT / "training" / "Dockerfile").read_text()
+        volumes = {
+            name: {v["name"]: v for v in pod_spec(get(docs, kind, name))["volumes"]}
+            for kind, name in (("Deployment", "pzone-model"), ("CronJob", "pzone-retrain"))
+        }
+        assert volumes["pzone-model"]["models"]["persistentVolumeClaim"]["claimName"] == "pzone-shared"
+        assert volumes["pzone-retrain"]["work"]["persistentVolumeClaim"]["claimName"] == "pzone-shared"
 
         if overlay == "local":
             assert config["PZONE_S3_ENDPOINT_URL"] == "http://s3:9000"
