@@ -200,4 +200,3 @@ def test_lambda_handler_raises_when_the_database_is_unreachable(monkeypatch: pyt
             handler_module.handler(iot_event("d1", 1), None)
     finally:
         handler_module._runtime.cache_clear()
-
