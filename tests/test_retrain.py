@@ -13,14 +13,17 @@ import pytest
 
 from pzone.retrain import (
     EXIT_BUSY,
+    EXIT_ROLLOUT_TIMEOUT,
     RetrainBusy,
     Settings,
     exclusive,
     expected_version,
     failed_stage,
+    served_version,
     should_retrain,
 )
 from tests.support.repro import make_project, populate_platform, project_env, write_params
+from tests.support.tiny_model import TierProcess
 
 SETTINGS = Settings(retrain_min_new_labeled=100, retrain_min_live_accuracy=0.8)
 
@@ -177,3 +180,48 @@ def test_retrain_reports_the_failing_stage(tmp_path: Path) -> None:
 def test_retrain_outside_a_project_exits_2(tmp_path: Path) -> None:
     done = pzone_retrain(tmp_path, {**os.environ, "PZONE_DATA_DIR": str(tmp_path)})
     assert done.returncode == 2 and "no dvc.yaml" in done.stdout
+
+
+def withdraw_champion(root: Path) -> None:
+    """What an operator does to take a champion back: remove the registry's ``champion`` alias (the next trained
+    model then has no champion to beat)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / '.pzone' / 'mlflow.db'}")
+    client.delete_registered_model_alias("pzone-tilt", "champion")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_retrain_waits_until_a_live_model_tier_serves_the_new_champion(tmp_path: Path) -> None:
+    """A real ``bentoml serve`` on the project's model store with its watcher on: retrain promotes, the tier swaps
+    the new champion in, retrain sees it answer with it; with the tier down, retrain says so and exits 4."""
+    root = make_project(tmp_path / "p", TINY)
+    populate_platform(root, 120, seed=11)
+    env = project_env(root)
+    first = pzone_retrain(root, env)
+    assert first.returncode == 0 and "promoted pzone-tilt/1" in first.stdout, first.stdout + first.stderr
+
+    tier = TierProcess(root / ".pzone" / "bentoml", tmp_path / "tier.log")
+    tier.env["PZONE_MODEL_WATCH_INTERVAL_S"] = "0.5"
+    tier.start(timeout=120)
+    try:
+        assert served_version(tier.url) == "pzone-tilt/1"
+        withdraw_champion(root)
+        write_params(root, {**TINY, "train": {**TINY["train"], "epochs": 5}})
+        waiting = {**env, "PZONE_MODEL_TIER_URL": tier.url, "PZONE_RETRAIN_ROLLOUT_TIMEOUT_S": "60"}
+        second = pzone_retrain(root, waiting)
+        out = second.stdout
+        assert second.returncode == 0, out + second.stderr + tier.tail()
+        assert "promoted pzone-tilt/2" in out
+        assert f"the model tier at {tier.url} now serves pzone-tilt/2" in out
+        assert served_version(tier.url) == "pzone-tilt/2"
+
+        tier.stop()  # the tier is away: the promotion stands, retrain reports that nothing serves it
+        withdraw_champion(root)
+        write_params(root, {**TINY, "train": {**TINY["train"], "epochs": 4}})
+        third = pzone_retrain(root, {**waiting, "PZONE_RETRAIN_ROLLOUT_TIMEOUT_S": "2"})
+        assert third.returncode == EXIT_ROLLOUT_TIMEOUT, third.stdout + third.stderr
+        assert "promoted pzone-tilt/3" in third.stdout and "still answers with nothing" in third.stdout
+    finally:
+        tier.stop()

@@ -523,8 +523,8 @@ def _report(outcome: Outcome, settings: Settings, wait: bool) -> int:
         return 0
     if not settings.model_tier_url:
         _console.print(
-            "no PZONE_MODEL_TIER_URL: not waiting for a model tier (on Kubernetes the trainer job's new Bento "
-            "image rolls the Deployment)"
+            "no PZONE_MODEL_TIER_URL: not waiting for a model tier (on Kubernetes the CronJob sets it to the "
+            "model tier's Service)"
         )
         return 0
     with _console.status(f"waiting for {settings.model_tier_url} to serve {version}…"):
