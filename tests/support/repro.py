@@ -29,9 +29,12 @@ def write_params(root: Path, overrides: Mapping[str, Any]) -> None:
 
 
 def project_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PZONE_", "MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PZONE_", "MLFLOW_", "BENTOML_"))}
     env.update(
         PZONE_DATA_DIR=str(root / ".pzone"),
+        # The project's own model store (what the package stage defaults to), whatever an earlier test pointed
+        # this process's BentoML at.
+        BENTOML_HOME=str(root / ".pzone" / "bentoml"),
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",
         PYTHONUNBUFFERED="1",
