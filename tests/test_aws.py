@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import json
+import marshal
 import os
 import re
 import shutil
@@ -411,8 +412,21 @@ def test_zip_holds_the_ingest_package_and_core_base_install_only(lambda_zip: tup
         assert forbidden not in lowered, forbidden
     for extra in ("paho", "prometheus_client", "alembic", "rich", "numpy", "PIL", "uvicorn"):
         assert extra not in top, extra
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith("bin/")]
+    # Bytecode ahead of time (Lambda's /var/task is read-only): one .pyc per module, built for this interpreter,
+    # hash-based without source checks (flags 0b01: no timestamps, so reproducible), naming /var/task paths.
+    sources = {n for n in names if n.endswith(".py")}
+    pycs = {n for n in names if n.endswith(".pyc")}
+    tag = sys.implementation.cache_tag
+    assert all("/__pycache__/" in f"/{n}" and n.endswith(f".{tag}.pyc") for n in pycs)
+    compiled = {n.replace("__pycache__/", "").replace(f".{tag}.pyc", ".py") for n in pycs}
+    assert "pzone_ingest/handler.py" in compiled and "sqlalchemy/engine/base.py" in compiled
+    assert len(compiled & sources) > 0.95 * len(sources)
+    with zipfile.ZipFile(path) as zf:
+        handler_pyc = zf.read(f"pzone_ingest/__pycache__/handler.{tag}.pyc")
+    assert int.from_bytes(handler_pyc[4:8], "little") == 0b01
+    code = marshal.loads(handler_pyc[16:])
+    assert code.co_filename == "/var/task/pzone_ingest/handler.py"
     # psycopg's binary wheel for Linux (libpq inside), not a source build.
     assert any(re.match(r"psycopg_binary/_psycopg\.cpython-3\d+-x86_64-linux-gnu\.so$", n) for n in names)
 
