@@ -836,6 +836,10 @@ def test_components_do_what_the_contract_says() -> None:
             == "mlflow-database-url"
         )
 
+        # The login limiter needs the client's address: proxies trusted by address, not "*".
+        trusted = env_of(container("Deployment", "pzone-api"))["FORWARDED_ALLOW_IPS"]["value"]
+        assert "*" not in trusted and "10.0.0.0/8" in trusted
+
         model = get(docs, "Deployment", "pzone-model")
         model_container = container("Deployment", "pzone-model")
         assert model["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
