@@ -410,6 +410,7 @@ def test_migration_0004_upgrade_backfill_and_downgrade(db_url: str) -> None:
         finally:
             eng.dispose()
 
+    downgrade(db_url, "0004")  # later revisions change other tables
     assert current(db_url) == "0004"
     tables, indexes = schema()
     assert "predictions" in tables
@@ -446,7 +447,7 @@ def test_migration_0004_upgrade_backfill_and_downgrade(db_url: str) -> None:
             )
     finally:
         engine.dispose()
-    upgrade(db_url)
+    upgrade(db_url, "0004")
     assert current(db_url) == "0004" and "predictions" in schema()[0]
     engine = make_engine(db_url)
     try:

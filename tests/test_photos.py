@@ -525,6 +525,59 @@ def test_an_early_complete_left_uncollected_does_not_answer_the_next_one(queued:
         assert twice.status_code == 409 and twice.json()["detail"]["code"] == "already_completed"
 
 
+def test_a_job_lost_with_its_worker_is_enqueued_again_and_never_runs_twice(queued: dict[str, Any]) -> None:
+    """The worker took the job and died: the queue is empty, the photo stays "processing". Housekeeping's
+    ``requeue_stuck`` enqueues it again once ``processing_stuck_after_s`` passed with no live worker lease, once
+    (a second pass finds nothing); a job that finds another one's lease does nothing."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from pzone.db.models import Photo
+    from pzone_api.processing import requeue_stuck
+
+    app = queued_app(queued, processing_wait_s=0.3)
+    with TestClient(app) as client:
+        csrf = signup(client, "lost@example.com", "correct horse battery")
+        accepted = direct_upload(client, csrf, photo_bytes())
+        assert accepted.status_code == 202, accepted.text
+        photo_id = accepted.json()["id"]
+        queue, engine = app.state.photo_queue, app.state.engine
+        assert queue.huey.pending_count() == 1
+        queue.huey.storage.flush_queue()  # what a worker that dequeued the job and crashed leaves
+        assert requeue_stuck(engine, queue, 600) == []  # not stuck yet: enqueued just now
+
+        def set_photo(**values: Any) -> None:
+            with engine.begin() as conn:
+                conn.execute(update(Photo).where(Photo.id == photo_id).values(**values))
+
+        now = datetime.now(UTC)
+        # The crashed worker's lease still runs: not yet (it may be alive and slow).
+        set_photo(processing_at=now - timedelta(hours=1), worker_lease_until=now + timedelta(minutes=5))
+        assert requeue_stuck(engine, queue, 600) == []
+        # A job of the same photo meanwhile (a duplicate) leaves it alone while the lease runs.
+        assert queue._process(photo_id, None, True) is None
+        assert client.get(f"/api/photos/{photo_id}").json()["status"] == "processing"
+        # The lease ran out: enqueued again, once.
+        set_photo(worker_lease_until=now - timedelta(seconds=1))
+        assert requeue_stuck(engine, queue, 600) == [photo_id]
+        assert requeue_stuck(engine, queue, 600) == []
+        assert queue.huey.pending_count() == 1
+        with photo_worker_process(worker_env(queued), queued["log"]):
+            deadline = time.monotonic() + 60
+            while client.get(f"/api/photos/{photo_id}").json()["status"] != "stored":
+                assert time.monotonic() < deadline, queued["log"].read_text()
+                time.sleep(0.2)
+        with engine.connect() as conn:
+            lease = conn.execute(select(Photo.worker_lease_until).where(Photo.id == photo_id)).scalar_one()
+        assert lease is None  # given back at the job's end
+        # Delivered twice after all (the lost job comes back): the stored photo stays as it is.
+        stored = client.get(f"/api/photos/{photo_id}").json()
+        outcome = queue._process(photo_id, None, True)
+        assert outcome is not None and outcome["code"] == "stored"
+        assert client.get(f"/api/photos/{photo_id}").json() == stored
+
+
 def test_uploads_never_completed_are_purged_with_their_bytes(api: dict[str, Any]) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -561,3 +614,47 @@ def test_uploads_never_completed_are_purged_with_their_bytes(api: dict[str, Any]
         engine.dispose()
     assert remaining == {tickets[1]["photo"]["id"]}
     assert not any(key.startswith("uploads/") for key in object_keys(store))
+
+
+def test_migration_0005_processing_lease_upgrade_backfill_and_downgrade(db_url: str) -> None:
+    """0005 adds processing_at and worker_lease_until; photos processing at upgrade count from their creation."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, inspect
+
+    from pzone.db.models import User
+    from pzone.migrations import current, downgrade, upgrade
+
+    def columns() -> set[str]:
+        eng = make_engine(db_url)
+        try:
+            return {c["name"] for c in inspect(eng).get_columns("photos")}
+        finally:
+            eng.dispose()
+
+    assert {"processing_at", "worker_lease_until"} <= columns()
+    downgrade(db_url, "0004")
+    assert current(db_url) == "0004" and "processing_at" not in columns()
+    created = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    eng = make_engine(db_url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(insert(User.__table__).values(id="u1", email="u1@x.test", password_hash="-"))  # type: ignore[arg-type]
+            for photo_id, status in (("p1", "processing"), ("p2", "stored")):
+                conn.execute(
+                    insert(Photo.__table__).values(  # type: ignore[arg-type]
+                        id=photo_id, user_id="u1", status=status, verdict="pending", created_at=created
+                    )
+                )
+    finally:
+        eng.dispose()
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    try:
+        with Session(eng) as session:
+            backfilled = {p.id: p.processing_at for p in session.scalars(select(Photo))}
+    finally:
+        eng.dispose()
+    assert backfilled["p2"] is None
+    at = backfilled["p1"]
+    assert at is not None and at.replace(tzinfo=UTC) == created

@@ -176,7 +176,10 @@ class Photo(Base):
     """
 
     __tablename__ = "photos"
-    __table_args__ = (Index("ix_photos_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_photos_user_created", "user_id", "created_at"),
+        Index("ix_photos_status_processing", "status", "processing_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
@@ -198,6 +201,10 @@ class Photo(Base):
     taken_at_source: Mapped[str | None] = mapped_column(String(16))  # exif, client or upload
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Revision 0005: when the photo last went to "processing" (claimed, staged or re-enqueued), and until when a
+    # photo worker holds it (a lease: a job lost with a crashed worker is re-enqueued once both lie in the past).
+    processing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verdict: Mapped[str] = mapped_column(String(16), default="pending")
     verdict_probs: Mapped[str | None] = mapped_column(Text)  # JSON {"upright": p, "tilted": p, "fallen": p}
     model_version: Mapped[str | None] = mapped_column(String(100))

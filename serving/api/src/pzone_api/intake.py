@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, cast
 
-from sqlalchemy import Connection, String, Table, bindparam, insert, null, select, update
+from sqlalchemy import Connection, DateTime, String, Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Device, Photo, User, Zone
@@ -99,7 +99,7 @@ _CLAIM = (
         Photo.status == "awaiting_upload",
         select(User.id).where(User.id == _USER, User.is_active).exists(),
     )
-    .values(status="processing")
+    .values(status="processing", processing_at=bindparam("p_now", type_=DateTime(timezone=True)))
 )
 
 
@@ -146,6 +146,7 @@ def _new_photo(
 ) -> Photo:
     """INSERT the photo row (one statement); returns the row as an unattached :class:`Photo`, for the answer."""
     photo_id = photo_id or str(uuid.uuid4())
+    now = datetime.now(UTC)
     columns = {
         "id": photo_id,
         "user_id": user_id,
@@ -157,7 +158,8 @@ def _new_photo(
         "client_taken_at": _aware(taken_at),
         "verdict": "pending",
         "verdict_attempts": 0,
-        "created_at": datetime.now(UTC),
+        "created_at": now,
+        "processing_at": now if status == "processing" else None,
     }
     conn.execute(_INSERT_PHOTO, columns)
     return Photo(**columns)
@@ -199,7 +201,9 @@ def claim_upload(session: Session, user_id: str, photo_id: str) -> bool:
     when this request moved the photo (it must enqueue the job); False otherwise (user inactive, photo unknown,
     another user's, claimed by a concurrent request, stored or refused): the caller finds out which.
     """
-    claimed = autocommit(session).execute(_CLAIM, {"p_photo": photo_id, "p_user": user_id})
+    claimed = autocommit(session).execute(
+        _CLAIM, {"p_photo": photo_id, "p_user": user_id, "p_now": datetime.now(UTC)}
+    )
     session.commit()
     return bool(getattr(claimed, "rowcount", 0))
 

@@ -81,8 +81,10 @@ def _serve_ui(app: FastAPI) -> None:
 
 async def _retry_verdicts(app: FastAPI) -> None:
     """Background housekeeping: photos saved as "pending" get their verdict once the model tier answers again,
-    and uploads that never completed are removed (here, not on every create: it keeps requests cheap)."""
+    uploads that never completed are removed (here, not on every create: it keeps requests cheap), and photos whose
+    processing job was lost (a crashed photo worker) are enqueued again."""
     from pzone_api.intake import purge_stale_uploads
+    from pzone_api.processing import requeue_stuck
     from pzone_api.verdicts import retry_pending
 
     settings: Settings = app.state.settings
@@ -98,5 +100,8 @@ async def _retry_verdicts(app: FastAPI) -> None:
         try:
             await asyncio.to_thread(retry_pending, settings, app.state.engine, app.state.store)
             await asyncio.to_thread(purge)
+            await asyncio.to_thread(
+                requeue_stuck, app.state.engine, app.state.photo_queue, settings.processing_stuck_after_s
+            )
         except Exception:  # keep retrying; the next pass may succeed
             logging.getLogger("pzone.api").exception("housekeeping pass failed")

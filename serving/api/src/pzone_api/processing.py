@@ -28,13 +28,14 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from huey import Huey, MemoryHuey, RedisExpireHuey
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
 from huey.exceptions import HueyException, ResultTimeout, TaskException
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
@@ -114,8 +115,21 @@ class PhotoQueue:
             self.huey.storage.close()
 
     # --- the job ---------------------------------------------------------------------------------------------------
-    def _process(self, photo_id: str, claim: str | None = None, direct: bool = False) -> dict[str, Any]:
-        """The job: process a staged photo; returns its outcome (a plain dict: API and worker may differ in version)."""
+    def _process(
+        self, photo_id: str, claim: str | None = None, direct: bool = False
+    ) -> dict[str, Any] | None:
+        """The job: process a staged photo; returns its outcome (a plain dict: API and worker may differ in version),
+        or None, without touching the photo, when another job of the same photo holds its lease."""
+        lease = take_lease(self.engine, photo_id, self.settings.processing_lease_s)
+        if lease is None:
+            logger.info("photo %s: another job holds it; this duplicate does nothing", photo_id)
+            return None
+        try:
+            return self._process_leased(photo_id, claim, direct)
+        finally:
+            release_lease(self.engine, photo_id, lease)
+
+    def _process_leased(self, photo_id: str, claim: str | None, direct: bool) -> dict[str, Any]:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 photo = session.get(Photo, photo_id)
@@ -137,6 +151,84 @@ class PhotoQueue:
 
 
 _FAILED = IntakeError(503, "processing_failed", "the photo could not be processed; please upload it again")
+
+_NOT_LEASED = "not leased"  # take_lease: the photo is not processing, so there is nothing to hold
+
+
+def take_lease(engine: Engine, photo_id: str, lease_s: float) -> datetime | str | None:
+    """Hold a processing photo for one job: its lease end (a datetime) when taken, None when another job holds it
+    (a duplicate: the photo was re-enqueued while its first job still runs), or ``_NOT_LEASED`` when the photo is
+    not processing (stored, refused, unknown: the job's own checks answer those)."""
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=lease_s)
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(Photo)
+            .where(
+                Photo.id == photo_id,
+                Photo.status == "processing",
+                or_(Photo.worker_lease_until.is_(None), Photo.worker_lease_until < now),
+            )
+            .values(worker_lease_until=until)
+        )
+        if taken.rowcount:
+            return until
+        status = conn.execute(select(Photo.status).where(Photo.id == photo_id)).scalar_one_or_none()
+    return None if status == "processing" else _NOT_LEASED
+
+
+def release_lease(engine: Engine, photo_id: str, lease: datetime | str) -> None:
+    """Give the lease back at the job's end (a photo put back to "awaiting_upload" can be completed again at once);
+    only our own: a lease that expired and was taken by another job stays."""
+    if not isinstance(lease, datetime):
+        return
+    with contextlib.suppress(Exception), engine.begin() as conn:
+        conn.execute(
+            update(Photo)
+            .where(Photo.id == photo_id, Photo.worker_lease_until == lease)
+            .values(worker_lease_until=None)
+        )
+
+
+def requeue_stuck(engine: Engine, queue: PhotoQueue, stuck_after_s: float, limit: int = 100) -> list[str]:
+    """Enqueue again the photos whose job was lost (a photo worker crashed or was killed mid-job, a Redis restart
+    emptied the queue): still processing ``stuck_after_s`` after they were enqueued, with no live worker lease.
+
+    Each is moved on (its ``processing_at`` set to now) by one guarded UPDATE first, so that API replicas running
+    this at once enqueue it once; a job that turns out to be still alive makes the new one a no-op (the lease)."""
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(seconds=stuck_after_s)
+    requeued: list[str] = []
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Photo.id, Photo.processing_at)
+            .where(
+                Photo.status == "processing",
+                or_(Photo.processing_at.is_(None), Photo.processing_at < cutoff),
+                or_(Photo.worker_lease_until.is_(None), Photo.worker_lease_until < now),
+            )
+            .order_by(Photo.processing_at)
+            .limit(limit)
+        ).all()
+        for photo_id, processing_at in rows:
+            same = (
+                Photo.processing_at.is_(None)
+                if processing_at is None
+                else Photo.processing_at == processing_at
+            )
+            moved = session.execute(
+                update(Photo)
+                .where(Photo.id == photo_id, Photo.status == "processing", same)
+                .values(processing_at=now)
+            )
+            session.commit()
+            if getattr(moved, "rowcount", 0):
+                logger.warning(
+                    "photo %s was still processing after %.0f s: enqueued again", photo_id, stuck_after_s
+                )
+                queue.enqueue(photo_id, None, direct=True)
+                requeued.append(photo_id)
+    return requeued
 
 
 def _outcome(

@@ -46,6 +46,15 @@ class Settings(CoreSettings):
     processing_result_ttl_s: int = Field(
         3600, gt=0, description="How long a worker's outcome stays in Redis for a client asking again."
     )
+    processing_lease_s: float = Field(
+        300.0, gt=0, description="A photo worker holds a photo this long at most (longer than any one job)."
+    )
+    processing_stuck_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="A photo still processing this long after its job was enqueued, with no worker lease, lost its "
+        "job (a crashed worker): the API's housekeeping enqueues it again.",
+    )
 
     @property
     def processing_in_api(self) -> bool:
