@@ -13,8 +13,8 @@ Three figures, all in one run on the same machine:
 
 The model is the default architecture (``tiny_cnn`` at 96 px, untrained, seeded) exported by the package stage's
 ``export_onnx`` and stored by its ``import_model``. The photos are ``pzone.photosim`` renders at 640×480; the load
-generator (async httpx, in this process) posts pre-encoded multipart bodies and shares the machine's cores with the
-servers, so its CPU is measured and reported too.
+generator (``benchmarks.lean_http``: raw HTTP/1.1 keep-alive on uvloop, in this process) writes pre-encoded requests
+and shares the machine's cores with the servers, so its CPU is measured and reported too.
 
     uv run python benchmarks/serving.py --quick     # about 40 s on a 2-core machine (limit: 45 s)
     uv run python benchmarks/serving.py             # more concurrency levels, longer windows
@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests.support without PYTHONPATH=.
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from fastapi import FastAPI, File, UploadFile  # noqa: E402
 
+from benchmarks.lean_http import Connection, HTTPError, Pool, Response, encode_post  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 ARCH = "tiny_cnn"
@@ -245,6 +245,19 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+
+    @property
+    def hostname(self) -> str:
+        return self.url.split("://", 1)[1].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header's value."""
+        return self.url.split("://", 1)[1]
 
     def cpu_s(self) -> float:
         return tree_cpu_s(self.process.pid)
@@ -443,9 +456,14 @@ class LoadResult:
 LABEL, ERROR = b'"label"', b'"error"'
 
 
-def _ok(response: httpx.Response, expect: bytes) -> bool:
+def _ok(response: Response, expect: bytes) -> bool:
     """A 200 whose body holds ``expect`` (a verdict's ``"label"``, or the ``"error"`` of a refused item)."""
-    return response.status_code == 200 and expect in response.content
+    return response.status == 200 and expect in response.body
+
+
+def raw_requests(server: Server, bodies: Sequence[Body]) -> list[bytes]:
+    """Each body as a whole ``POST /classify`` request to ``server``, encoded once."""
+    return [encode_post(server.host, "/classify", body.content, body.headers) for body in bodies]
 
 
 def _busy(times: Any) -> float:
@@ -474,13 +492,6 @@ class Window:
         self.machine_busy = (_busy(m1) - _busy(m0)) / total if total > 0 else 0.0
 
 
-def one_connection_client() -> httpx.AsyncClient:
-    """A client with a pool of one keep-alive connection. Closed-loop workers get one each: httpx's shared pool
-    costs more client CPU per request the more connections it holds (measured here: ~1.3 ms at 4, ~4 ms at 32,
-    ~6.6 ms at 64 connections), which would make the generator, not the servers, the limit at high concurrency."""
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), timeout=60)
-
-
 async def closed_loop(
     server: Server,
     bodies: Sequence[Body],
@@ -491,22 +502,25 @@ async def closed_loop(
 ) -> LoadResult:
     """``concurrency`` workers, each with its own connection, each sending its next request when the last one is
     answered."""
-    url = f"{server.url}/classify"
+    requests = raw_requests(server, bodies)
     result = LoadResult()
     measuring = False
     stop = False
-    clients = [one_connection_client() for _ in range(concurrency)]
+    connections = [await Connection.open(server.hostname, server.port) for _ in range(concurrency)]
 
     async def worker(index: int) -> None:
-        client = clients[index]
+        connection = connections[index]
         i = index
         while not stop:
-            body = bodies[i % len(bodies)]
+            body, raw = bodies[i % len(bodies)], requests[i % len(bodies)]
             i += concurrency
             t0 = time.perf_counter()
             try:
-                ok = _ok(await client.post(url, content=body.content, headers=body.headers), expect)
-            except httpx.HTTPError:
+                if connection.closed:  # the server closed it (an error answer): go on with a new one
+                    connection = await Connection.open(server.hostname, server.port)
+                    connections.append(connection)
+                ok = _ok(await connection.request(raw), expect)
+            except (HTTPError, OSError):
                 ok = False
             if measuring and not stop:
                 result.requests += 1
@@ -523,7 +537,8 @@ async def closed_loop(
         await asyncio.sleep(seconds)
         stop = True
     await asyncio.gather(*tasks)
-    await asyncio.gather(*(client.aclose() for client in clients))
+    for connection in connections:
+        connection.close()
     result.seconds = window.seconds
     result.client_cpu_s, result.server_cpu_s, result.machine_busy = (
         window.client_cpu,
@@ -534,7 +549,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    client: httpx.AsyncClient,
+    pool: Pool,
     server: Server,
     bodies: Sequence[Body],
     rate: float,
@@ -543,15 +558,16 @@ async def open_loop(
 ) -> LoadResult:
     """Requests launched at a constant rate whatever the answers do; latency counts from the scheduled launch time
     (a generator that fell behind does not hide the queueing it caused)."""
-    url = f"{server.url}/classify"
+    requests = raw_requests(server, bodies)
     result = LoadResult()
     lateness: list[float] = []
     pending: set[asyncio.Task[None]] = set()
 
-    async def one(body: Body, scheduled: float, counted: bool) -> None:
+    async def one(index: int, scheduled: float, counted: bool) -> None:
+        body = bodies[index]
         try:
-            ok = _ok(await client.post(url, content=body.content, headers=body.headers), LABEL)
-        except httpx.HTTPError:
+            ok = _ok(await pool.request(requests[index]), LABEL)
+        except (HTTPError, OSError):
             ok = False
         if counted:
             result.requests += 1
@@ -575,7 +591,7 @@ async def open_loop(
             window = Window(server).__enter__()
         if i >= first_counted:
             lateness.append(max(0.0, time.perf_counter() - scheduled))
-        task = asyncio.create_task(one(bodies[i % len(bodies)], scheduled, i >= first_counted))
+        task = asyncio.create_task(one(i % len(bodies), scheduled, i >= first_counted))
         pending.add(task)
         task.add_done_callback(pending.discard)
     await asyncio.gather(*pending)
@@ -611,10 +627,11 @@ def load_section(
     results: dict[str, dict[str, Any]] = {"tier": {}, "naive": {}}
 
     async def closed() -> None:
-        async with one_connection_client() as client:
-            for server in (tier, naive):  # warm both up
-                for body in bodies:
-                    await client.post(f"{server.url}/classify", content=body.content, headers=body.headers)
+        for server in (tier, naive):  # warm both up
+            connection = await Connection.open(server.hostname, server.port)
+            for raw in raw_requests(server, bodies):
+                await connection.request(raw)
+            connection.close()
         for level in levels:  # interleaved, so drift on a shared machine hits both alike
             for server in (tier, naive):
                 got = await closed_loop(server, bodies, level, warmup, seconds)
@@ -659,11 +676,13 @@ def half_load_section(
     tier: Server, bodies: Sequence[Body], rate: float, preset: dict[str, Any]
 ) -> dict[str, Any]:
     async def go() -> LoadResult:
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        pool = Pool(tier.hostname, tier.port)
+        try:
             return await open_loop(
-                client, tier, bodies, rate, float(preset["warmup"]), float(preset["half_seconds"])
+                pool, tier, bodies, rate, float(preset["warmup"]), float(preset["half_seconds"])
             )
+        finally:
+            pool.close()
 
     got: LoadResult = run_async(go)
     row = got.summary()
