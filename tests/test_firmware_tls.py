@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import time
 import types
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -81,3 +84,32 @@ def test_the_ssl_context_loads_the_client_certificate(board: Any, monkeypatch: p
     ctx = board._ssl_context({"cert": b"c", "key": b"k", "cadata": b"ca"})
     assert ("cert_chain", (b"c", b"k")) in calls and ("ca", b"ca") in calls
     assert ctx.verify_mode == "required"
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs the Git checkout")
+def test_the_boards_credentials_are_git_ignored_and_the_tracked_files_stay_tracked() -> None:
+    """config.json and the DER/PEM files next to it (``ca_file``, ``cert_file``, ``key_file``) never reach Git."""
+    secret = [
+        "config.json",
+        "ca.der",
+        "scooter-0001.crt.der",
+        "scooter-0001.key.der",
+        "scooter-0001.cert.pem",  # as `aws iot create-keys-and-certificate` writes them (docs/deploy-aws.md)
+        "scooter-0001.key.pem",
+        "device.key",
+        "device.crt",
+        "certs/device.key.der",
+    ]
+    paths = [f"firmware/device/{name}" for name in secret]
+    # --no-index: the patterns alone decide, whether or not such a file exists or was committed by mistake
+    ignored = _git("check-ignore", "--no-index", *paths)
+    assert ignored.returncode == 0, ignored.stderr
+    assert set(ignored.stdout.split()) == set(paths)
+    tracked = _git("ls-files", "firmware/device").stdout.split()
+    assert "firmware/device/config.example.json" in tracked
+    not_ignored = _git("check-ignore", "--no-index", *tracked)
+    assert not_ignored.returncode == 1, f"tracked files matched by .gitignore: {not_ignored.stdout}"
