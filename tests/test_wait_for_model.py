@@ -31,34 +31,28 @@ class FakeStore:
         self.sleeps.append(seconds)
         self.now += seconds
 
+    def wait(self, interval_s: float, timeout_s: float) -> str | None:
+        return wait_for_model(
+            "pzone-tilt:latest",
+            interval_s=interval_s,
+            timeout_s=timeout_s,
+            find=self.find,
+            sleep=self.sleep,
+            clock=lambda: self.now,
+        )
+
 
 @pytest.mark.unit
 def test_waits_until_the_model_appears() -> None:
     store = FakeStore(appears_at_call=4)
-    found = wait_for_model(
-        "pzone-tilt:latest",
-        interval_s=5,
-        timeout_s=0,
-        find=store.find,
-        sleep=store.sleep,
-        clock=lambda: store.now,
-    )
-    assert found == "pzone-tilt:v4"
+    assert store.wait(interval_s=5, timeout_s=0) == "pzone-tilt:v4"
     assert store.sleeps == [5, 5, 5]
 
 
 @pytest.mark.unit
 def test_gives_up_at_the_timeout_without_oversleeping() -> None:
     store = FakeStore(appears_at_call=None)
-    found = wait_for_model(
-        "pzone-tilt:latest",
-        interval_s=4,
-        timeout_s=10,
-        find=store.find,
-        sleep=store.sleep,
-        clock=lambda: store.now,
-    )
-    assert found is None
+    assert store.wait(interval_s=4, timeout_s=10) is None
     assert sum(store.sleeps) <= 10 and store.calls == 3  # looked at 0, 4 and 8 s
 
 
