@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,13 +65,13 @@ TARGET_P99_VS_SINGLE = 3.0
 
 QUICK: dict[str, Any] = {
     "levels": (1, 4, 16),
-    "seconds": 2.0,
-    "warmup": 0.5,
-    "half_seconds": 3.0,
+    "seconds": 1.6,
+    "warmup": 0.4,
+    "half_seconds": 2.5,
     "inprocess_seconds": 0.5,
-    "batches": (1, 8, 64),
+    "batches": (8, 32),
     "photos": 6,
-    "extras_seconds": 1.5,
+    "extras_seconds": 1.2,
     "extras_concurrency": 4,
     "multi_images": 8,
 }
@@ -296,7 +297,7 @@ def wait_ready(server: Server, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def servers(prepared: Prepared, threads: int, workdir: Path) -> Iterator[tuple[Server, Server]]:
+def servers(prepared: Prepared, threads: int, workers: int, workdir: Path) -> Iterator[tuple[Server, Server]]:
     tier = start_process(
         "tier",
         [sys.executable, "-m", "bentoml", "serve", "pzone_model.service:PZoneTilt"],
@@ -304,6 +305,7 @@ def servers(prepared: Prepared, threads: int, workdir: Path) -> Iterator[tuple[S
             "BENTOML_HOME": str(prepared.bentoml_home),
             "BENTOML_DO_NOT_TRACK": "True",
             "PZONE_MODEL_WATCH_INTERVAL_S": "0",
+            "PZONE_MODEL_WORKERS": str(workers),
             "PZONE_ORT_THREADS": str(threads),
         },
         workdir,
@@ -321,7 +323,7 @@ def servers(prepared: Prepared, threads: int, workdir: Path) -> Iterator[tuple[S
         ],
         {
             NAIVE_CHECKPOINT_ENV: str(prepared.checkpoint),
-            NAIVE_THREADS_ENV: str(threads),
+            NAIVE_THREADS_ENV: str(threads * workers),  # one process: all the tier's threads
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         },
         workdir,
@@ -340,8 +342,16 @@ def servers(prepared: Prepared, threads: int, workdir: Path) -> Iterator[tuple[S
 
 
 def inprocess_section(
-    prepared: Prepared, photos: Sequence[bytes], threads: int, batches: Sequence[int], seconds: float
+    prepared: Prepared,
+    photos: Sequence[bytes],
+    threads: int,
+    workers: int,
+    batches: Sequence[int],
+    seconds: float,
 ) -> dict[str, Any]:
+    """The limit: ONNX Runtime alone on letterboxed images, with the tier's threads. The tier runs ``workers``
+    sessions of ``threads`` threads each, so the limit is the better of that (as many sessions, called at once
+    from as many threads: ORT releases the GIL) and one session with all ``workers × threads`` threads."""
     import bentoml
 
     from pzone_model.runtime import decode_image, load_model, model_version
@@ -349,6 +359,12 @@ def inprocess_section(
     stored = bentoml.models.get(prepared.model_tag)
     version = model_version(stored.tag.name, stored.tag.version, stored.info.labels)
     model = load_model(Path(stored.path), str(stored.tag), version, threads)
+    sessions = [model] + [
+        load_model(Path(stored.path), str(stored.tag), version, threads) for _ in range(workers - 1)
+    ]
+    whole = (
+        load_model(Path(stored.path), str(stored.tag), version, threads * workers) if workers > 1 else None
+    )
     size = model.meta.image_size
     squares = [decode_image(p, size, 40_000_000) for p in photos]
 
@@ -366,16 +382,57 @@ def inprocess_section(
         cpu_per_image[name] = (time.process_time() - cpu0) / (per_call * len(times))
         return per_call * len(times) / sum(times), times
 
+    def parallel_rate(name: str, images: np.ndarray) -> float:
+        """Images/s of every session called at once, each from its own thread, for ``seconds``."""
+        counts = [0] * len(sessions)
+        stop = threading.Event()
+
+        def loop(index: int) -> None:
+            while not stop.is_set():
+                sessions[index].predict(images)
+                counts[index] += len(images)
+
+        for session in sessions:
+            session.predict(images)  # warm-up
+        pool = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
+        start, cpu0 = time.perf_counter(), time.process_time()
+        for thread in pool:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for thread in pool:
+            thread.join()
+        wall = time.perf_counter() - start
+        cpu_per_image[name] = (time.process_time() - cpu0) / max(1, sum(counts))
+        return sum(counts) / wall
+
     table: dict[str, float] = {}
+    one_session: dict[str, float] = {}
     for batch in batches:
         images = np.stack([squares[i % len(squares)] for i in range(batch)])
-        per_s, _ = rate(str(batch), lambda images=images: model.predict(images), batch)  # type: ignore[misc]
+        if workers == 1:
+            per_s, _ = rate(str(batch), lambda images=images: model.predict(images), batch)  # type: ignore[misc]
+        else:
+            per_s = parallel_rate(str(batch), images)
         table[str(batch)] = round(per_s, 1)
         log(
-            f"  in-process ORT batch {batch:3d}: {per_s:8.1f} images/s, "
+            f"  in-process ORT batch {batch:3d}, {workers} x {threads} threads: {per_s:8.1f} images/s, "
             f"{cpu_per_image[str(batch)] * 1e3:.2f} ms CPU per image"
         )
+        if whole is not None:
+            key = f"one_session_{batch}"
+            one, _ = rate(key, lambda images=images: whole.predict(images), batch)  # type: ignore[misc]
+            one_session[str(batch)] = round(one, 1)
+            log(
+                f"  in-process ORT batch {batch:3d}, 1 x {threads * workers} threads: {one:8.1f} images/s, "
+                f"{cpu_per_image[key] * 1e3:.2f} ms CPU per image"
+            )
     best = max(table, key=lambda b: table[b])
+    best_one = max(one_session, key=lambda b: one_session[b]) if one_session else None
+    limit_per_s, limit_batch, limit_layout = table[best], best, f"{workers}x{threads}"
+    if best_one is not None and one_session[best_one] > limit_per_s:
+        limit_per_s, limit_batch, limit_layout = one_session[best_one], best_one, f"1x{threads * workers}"
+        cpu_per_image[best_one] = cpu_per_image[f"one_session_{best_one}"]
 
     _, single = rate("single", lambda: model.predict(squares[0][None]), 1)
     count = 0
@@ -394,9 +451,11 @@ def inprocess_section(
 
     e2e_per_s, both = rate("decode_and_infer", decode_and_predict, 1)
     return {
-        "inprocess_limit_per_s": table[best],
-        "inprocess_limit_batch": int(best),
+        "inprocess_limit_per_s": limit_per_s,
+        "inprocess_limit_batch": int(limit_batch),
+        "inprocess_limit_layout": limit_layout,  # sessions x threads that gave the limit
         "inprocess_by_batch": table,
+        "inprocess_one_session_by_batch": one_session,
         "single_inference_inprocess_ms": ms(statistics.median(single)),
         "decode_inprocess_ms": ms(statistics.median(decodes)),
         "single_decode_and_inference_inprocess_ms": ms(statistics.median(both)),
@@ -731,7 +790,9 @@ def table(results: dict[str, Any]) -> str:
             f"{other['per_s']:>11.1f} {other['p50_ms']:>8.1f} {other['p99_ms']:>8.1f} | {ratio:>10.2f}"
         )
     lines += [
-        f"in-process limit ({results['ort_threads']} ORT threads, batch {results['inprocess_limit_batch']}): "
+        f"in-process limit (sessions x ORT threads {results['inprocess_limit_layout']}, "
+        f"batch {results['inprocess_limit_batch']}; tier: {results['tier_workers']} worker(s) x "
+        f"{results['ort_threads']} threads): "
         f"{results['inprocess_limit_per_s']:.1f} images/s; with decode, one at a time: "
         f"{results['inprocess_decode_and_infer_per_s']:.1f}",
         f"tier peak {results['tier_peak_per_s']:.1f} ({results['tier_vs_inprocess']:.2f} of the limit), naive peak "
@@ -751,7 +812,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", help="comma-separated concurrency levels (closed loop)")
     parser.add_argument("--seconds", type=float, help="measured seconds per level")
     parser.add_argument("--half-seconds", type=float, help="measured seconds of the half-load run")
-    parser.add_argument("--threads", type=int, help="ORT (and torch) threads; default: the tier's own sizing")
+    parser.add_argument(
+        "--threads", type=int, help="ORT threads per tier worker; default: the tier's own sizing"
+    )
+    parser.add_argument("--workers", type=int, help="the tier's worker processes; default: its own sizing")
     args = parser.parse_args(argv)
     preset = dict(QUICK if args.quick else FULL)
     if args.levels:
@@ -761,11 +825,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.half_seconds:
         preset["half_seconds"] = args.half_seconds
 
-    from pzone_model.runtime import available_cpus, cgroup_cpu_limit, ort_threads
+    from pzone_model.runtime import available_cpus, cgroup_cpu_limit, ort_threads, serving_workers
     from pzone_model.settings import Settings as TierSettings
 
-    # The tier's own sizing (cgroup quota, affinity, PZONE_ORT_THREADS), passed to it explicitly so both match.
-    threads = args.threads or ort_threads(cgroup_cpu_limit(), available_cpus(), TierSettings().ort_threads)
+    # The tier's own sizing (cgroup quota, affinity, PZONE_MODEL_WORKERS, PZONE_ORT_THREADS), passed to it
+    # explicitly so that the tier and the limit use the same.
+    tier_settings, limit, cpus = TierSettings(), cgroup_cpu_limit(), available_cpus()
+    workers = args.workers or serving_workers(limit, cpus, tier_settings.model_workers)
+    threads = args.threads or ort_threads(limit, cpus, tier_settings.ort_threads, workers)
 
     started = time.perf_counter()
     results: dict[str, Any] = {"quick": bool(args.quick), "arch": ARCH, "image_size": IMAGE_SIZE}
@@ -782,16 +849,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(photos)} photos at {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {results['photo_kb']} kB each on average"
         )
         log("starting the tier (bentoml serve) and the naive service (uvicorn + torch)")
-        with servers(prepared, threads, workdir) as (tier, naive):
-            log(f"in-process ONNX Runtime, {threads} threads")
+        with servers(prepared, threads, workers, workdir) as (tier, naive):
+            log(f"in-process ONNX Runtime, {workers} session(s) of {threads} threads")
             results.update(
                 inprocess_section(
-                    prepared, photos, threads, preset["batches"], float(preset["inprocess_seconds"])
+                    prepared, photos, threads, workers, preset["batches"], float(preset["inprocess_seconds"])
                 )
             )
-            # The tier gets them as PZONE_ORT_THREADS, which its sizing (runtime.ort_threads) uses as given.
+            # The tier gets them as PZONE_MODEL_WORKERS and PZONE_ORT_THREADS, which its sizing uses as given.
             results["ort_threads"] = threads
             results["tier_ort_threads"] = threads
+            results["tier_workers"] = workers
             results["inprocess_ort_threads"] = threads
             log("closed loop, one photo per request")
             by_level = load_section(tier, naive, bodies, preset)
@@ -817,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
             results["half_load"] = half
             results["p50_half_load_ms"] = half["p50_ms"]
             results["p99_half_load_ms"] = half["p99_ms"]
-    results["naive_torch_threads"] = threads
+    results["naive_torch_threads"] = threads * workers
     results["tier_vs_inprocess"] = round(results["tier_peak_per_s"] / results["inprocess_limit_per_s"], 3)
     # Like for like: the same per-image work (decode + one ORT call) done one at a time in this process.
     results["tier_vs_inprocess_decode_and_infer"] = round(

@@ -5,6 +5,7 @@ API's verdicts client."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pzone_model.runtime import (
     fit_batch,
     model_version,
     ort_threads,
+    serving_workers,
 )
 from tests.support.tiny_model import TierProcess, import_tiny, jpeg, png, use_bentoml_home
 
@@ -62,6 +64,46 @@ def test_ort_threads_follow_the_quota_not_the_host() -> None:
     assert ort_threads(None, 6) == 6
     assert ort_threads(None, 0) == 1
     assert ort_threads(2.0, 64, configured=3) == 3  # PZONE_ORT_THREADS wins
+
+
+@pytest.mark.unit
+def test_workers_one_per_core_of_the_budget_and_threads_shared_among_them() -> None:
+    assert serving_workers(2.0, 64) == 2  # a 2-core container: 2 processes ...
+    assert ort_threads(2.0, 64, workers=2) == 1  # ... of 1 ORT thread each
+    assert serving_workers(1.5, 64) == 2 and serving_workers(0.5, 64) == 1
+    assert serving_workers(None, 16) == 4  # at most 4 processes (memory) ...
+    assert ort_threads(None, 16, workers=4) == 4  # ... the other cores go to their threads
+    assert ort_threads(None, 6, workers=4) == 1  # never 0
+    assert serving_workers(2.0, 64, configured=1) == 1  # PZONE_MODEL_WORKERS wins
+    assert ort_threads(2.0, 64, workers=1) == 2
+    assert ort_threads(2.0, 64, configured=3, workers=2) == 3  # PZONE_ORT_THREADS wins
+
+
+@pytest.mark.unit
+def test_a_worker_forgets_the_serving_gauge_of_dead_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    import prometheus_client  # noqa: F401  # imported first: it picks its mode from the variable set below
+
+    from pzone_model.service import forget_dead_workers
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid, live_pid = int(gone.stdout), os.getpid()
+    for pid in (dead_pid, live_pid):
+        (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+    (tmp_path / f"counter_{dead_pid}.db").write_bytes(b"")  # counters keep counting after their process
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    forget_dead_workers()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"gauge_livesum_{live_pid}.db", f"counter_{dead_pid}.db"]
+    )
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    forget_dead_workers()  # single-process mode: nothing to do, no error
 
 
 # --- images -------------------------------------------------------------------------------------------------
@@ -286,6 +328,7 @@ def served(tmp_path: Path) -> Iterator[str]:
     use_bentoml_home(tmp_path / "bentoml")
     import_tiny(tmp_path, FALLEN, "3")
     tier = TierProcess(tmp_path / "bentoml", tmp_path / "tier.log")
+    tier.env["PZONE_MODEL_WORKERS"] = "2"
     tier.start()
     try:
         yield tier.url
@@ -316,3 +359,11 @@ def test_bentoml_serve_answers_the_api_client(served: str) -> None:
 
     metrics = httpx.get(f"{served}/metrics", timeout=10).text
     assert 'pzone_model_predictions_total{label="fallen",model_version="pzone-tilt/3"}' in metrics
+    from pzone.retrain import serving_workers as workers_by_version
+
+    deadline = time.monotonic() + 60  # the second worker process may still be starting
+    while workers_by_version(served) != {"pzone-tilt/3": 2.0} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers_by_version(served) == {
+        "pzone-tilt/3": 2.0
+    }  # both worker processes (PZONE_MODEL_WORKERS=2)

@@ -20,7 +20,9 @@ from pzone.retrain import (
     expected_version,
     failed_stage,
     served_version,
+    serving_workers,
     should_retrain,
+    wait_for_version,
 )
 from tests.support.repro import make_project, populate_platform, project_env, write_params
 from tests.support.tiny_model import TierProcess
@@ -204,6 +206,7 @@ def test_retrain_waits_until_a_live_model_tier_serves_the_new_champion(tmp_path:
 
     tier = TierProcess(root / ".pzone" / "bentoml", tmp_path / "tier.log")
     tier.env["PZONE_MODEL_WATCH_INTERVAL_S"] = "0.5"
+    tier.env["PZONE_MODEL_WORKERS"] = "2"  # each worker swaps on its own: retrain waits for both
     tier.start(timeout=120)
     try:
         assert served_version(tier.url) == "pzone-tilt/1"
@@ -216,6 +219,7 @@ def test_retrain_waits_until_a_live_model_tier_serves_the_new_champion(tmp_path:
         assert "promoted pzone-tilt/2" in out
         assert f"the model tier at {tier.url} now serves pzone-tilt/2" in out
         assert served_version(tier.url) == "pzone-tilt/2"
+        assert serving_workers(tier.url) == {"pzone-tilt/1": 0.0, "pzone-tilt/2": 2.0}
 
         tier.stop()  # the tier is away: the promotion stands, retrain reports that nothing serves it
         withdraw_champion(root)
@@ -225,3 +229,57 @@ def test_retrain_waits_until_a_live_model_tier_serves_the_new_champion(tmp_path:
         assert "promoted pzone-tilt/3" in third.stdout and "still answers with nothing" in third.stdout
     finally:
         tier.stop()
+
+
+class MetricsServer:
+    """A stand-in tier that answers ``GET /metrics`` with whatever the test sets (and 404 to anything else)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.body = ""
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = outer.body.encode()
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.unit
+def test_rollout_is_done_only_when_every_worker_serves_the_new_version() -> None:
+    tier = MetricsServer()
+    try:
+        tier.body = "# HELP pzone_model_serving x\n# TYPE pzone_model_serving gauge\n"
+        assert serving_workers(tier.url) is None  # no samples: an older tier, or none loaded
+        tier.body += (
+            'pzone_model_serving{model_version="pzone-tilt/1"} 1.0\n'
+            'pzone_model_serving{model_version="pzone-tilt/2"} 1.0\n'
+            'pzone_model_predictions_total{label="upright",model_version="pzone-tilt/9"} 4.0\n'
+        )
+        assert serving_workers(tier.url) == {"pzone-tilt/1": 1.0, "pzone-tilt/2": 1.0}
+        # one worker swapped, the other not yet: not done, and it says which version still answers
+        assert wait_for_version(tier.url, "pzone-tilt/2", 0.3, interval_s=0.1) == "pzone-tilt/1"
+        tier.body = tier.body.replace('"pzone-tilt/1"} 1.0', '"pzone-tilt/1"} 0.0').replace(
+            '"pzone-tilt/2"} 1.0', '"pzone-tilt/2"} 2.0'
+        )
+        assert wait_for_version(tier.url, "pzone-tilt/2", 5, interval_s=0.1) == "pzone-tilt/2"
+        assert wait_for_version(tier.url, "pzone-tilt/3", 0.2, interval_s=0.1) == "pzone-tilt/2"
+    finally:
+        tier.close()
+    assert serving_workers(tier.url, timeout_s=1) is None  # nothing listens any more

@@ -337,6 +337,44 @@ def served_version(tier_url: str, timeout_s: float = 5.0) -> str | None:
     return str(version) if version else None
 
 
+SERVING_METRIC = "pzone_model_serving"
+_SERVING_SAMPLE = re.compile(
+    rf'^{SERVING_METRIC}{{(?:[^}}]*,)?model_version="((?:[^"\\]|\\.)*)"[^}}]*}} (\S+)$'
+)
+
+
+def serving_workers(tier_url: str, timeout_s: float = 5.0) -> dict[str, float] | None:
+    """How many of the tier's worker processes answer with each model version (its ``pzone_model_serving`` gauge,
+    summed over live workers by BentoML's multiprocess metrics); None when the tier is not up or has no such gauge.
+
+    One /classify probe reaches one worker; with several workers, only this says whether all of them swapped."""
+    import httpx
+
+    try:
+        response = httpx.get(tier_url.rstrip("/") + "/metrics", timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    counts: dict[str, float] = {}
+    for line in response.text.splitlines():
+        match = _SERVING_SAMPLE.match(line)
+        if match:
+            version = match[1].replace('\\"', '"').replace("\\\\", "\\")
+            try:
+                counts[version] = counts.get(version, 0.0) + float(match[2])
+            except ValueError:
+                continue
+    return counts or None
+
+
+def _rolled_out(counts: dict[str, float], version: str) -> str | None:
+    """``version`` when every live worker answers with it, else a version some worker still answers with."""
+    others = [v for v, n in sorted(counts.items(), key=lambda item: -item[1]) if n > 0 and v != version]
+    if counts.get(version, 0) > 0 and not others:
+        return version
+    return others[0] if others else None
+
+
 def wait_for_version(
     tier_url: str,
     version: str,
@@ -345,12 +383,14 @@ def wait_for_version(
     interval_s: float = 1.0,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> str | None:
-    """Poll the tier until it answers with ``version`` (its watcher swaps the model in); returns the version it
-    served last (``version`` on success)."""
+    """Poll the tier until every worker answers with ``version`` (their watchers swap the model in); returns the
+    version it served last (``version`` on success). A tier without the ``pzone_model_serving`` gauge is asked
+    with a /classify probe."""
     deadline = time.monotonic() + timeout_s
     seen = None
     while True:
-        seen = served_version(tier_url)
+        counts = serving_workers(tier_url)
+        seen = _rolled_out(counts, version) if counts is not None else served_version(tier_url)
         if seen == version or time.monotonic() >= deadline or should_stop():
             return seen
         time.sleep(interval_s)

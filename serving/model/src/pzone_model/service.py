@@ -12,6 +12,10 @@ A watcher thread polls the model store; when ``PZONE_MODEL_TAG`` (default ``pzon
 another model, it loads that one off to the side and swaps one reference, so calls in flight finish on the model
 they started with and no request fails during a rollout.
 
+Worker processes: one per core of the CPU limit (at most 4, ``PZONE_MODEL_WORKERS``), each with its share of ONNX
+Runtime threads; each worker's watcher swaps on its own, and the ``pzone_model_serving`` gauge counts the workers per
+model version, so a caller can tell when all of them serve a new champion.
+
 Run: ``bentoml serve pzone_model.service:PZoneTilt`` (a built Bento: ``bentoml serve pzone-tilt-service:latest``).
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ from pzone_model.runtime import (
     load_model,
     model_version,
     ort_threads,
+    serving_workers,
 )
 from pzone_model.settings import DEFAULT_MODEL_TAG, Settings
 
@@ -61,12 +67,13 @@ class Metrics:
     predictions: Any
     rejected: Any
     swaps: Any
+    serving: Any
 
 
 @functools.cache
 def metrics() -> Metrics:
     """Created on first use inside the server (BentoML has set up Prometheus' multiprocess folder by then)."""
-    from prometheus_client import Counter
+    from prometheus_client import Counter, Gauge
 
     return Metrics(
         predictions=Counter(
@@ -78,7 +85,45 @@ def metrics() -> Metrics:
             "pzone_model_rejected_images", "Images refused before the model, by error code", ["code"]
         ),
         swaps=Counter("pzone_model_swaps", "Hot swaps to a new model version", ["model_version"]),
+        # Each worker holds 1 for the version it answers with; /metrics sums the live workers, so a rollout is
+        # complete when the new version's count is the worker count and every other version's is 0.
+        serving=Gauge(
+            "pzone_model_serving",
+            "Worker processes answering with each model version",
+            ["model_version"],
+            multiprocess_mode="livesum",
+        ),
     )
+
+
+def forget_dead_workers() -> None:
+    """Remove the live-gauge files of worker processes that are gone: a worker that crashed never marked itself dead,
+    and its last ``pzone_model_serving`` value would otherwise count (as a worker on an old model) forever."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    from prometheus_client import multiprocess
+
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), folder)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def configured_workers() -> int:
+    """How many worker processes BentoML starts: ``PZONE_MODEL_WORKERS``, else one per core of the CPU limit (at
+    most 4). Read when the class below is defined, because BentoML takes ``workers`` from its decorator."""
+    return serving_workers(cgroup_cpu_limit(), available_cpus(), Settings().model_workers)
 
 
 class Batcher:
@@ -143,7 +188,7 @@ classify_app = Starlette(routes=[Route("/classify", _classify_route, methods=["P
     resources={"cpu": "2"},
     # No max_concurrency: /classify calls predict_batch through the server itself and would take two slots.
     traffic={"timeout": REQUEST_TIMEOUT_S},
-    workers=1,
+    workers=configured_workers(),
 )
 class PZoneTilt:
     # The model a Bento build packs (the store's newest pzone-tilt: the package stage keeps it the champion).
@@ -155,10 +200,20 @@ class PZoneTilt:
         self.settings = Settings()
         # Pillow's own bomb guard as well as ours: never decode past the platform's pixel limit.
         Image.MAX_IMAGE_PIXELS = self.settings.image_max_pixels
-        self.threads = ort_threads(cgroup_cpu_limit(), available_cpus(), self.settings.ort_threads)
+        limit, cpus = cgroup_cpu_limit(), available_cpus()
+        self.workers = serving_workers(limit, cpus, self.settings.model_workers)
+        self.threads = ort_threads(limit, cpus, self.settings.ort_threads, self.workers)
         self._swap_lock = threading.Lock()
         self._model: LoadedModel = self._load(self.settings.model_tag)
-        logger.info("serving %s (%s), %d ORT threads", self._model.version, self._model.tag, self.threads)
+        forget_dead_workers()
+        metrics().serving.labels(model_version=self._model.version).set(1)
+        logger.info(
+            "serving %s (%s), %d ORT threads in each of %d workers",
+            self._model.version,
+            self._model.tag,
+            self.threads,
+            self.workers,
+        )
         self._batcher: Batcher | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -186,6 +241,9 @@ class PZoneTilt:
             new = self._load(str(stored.tag))  # built off to the side; the old one keeps answering meanwhile
             old, self._model = self._model, new  # one reference assignment: atomic for every reader
         metrics().swaps.labels(model_version=new.version).inc()
+        if old.version != new.version:
+            metrics().serving.labels(model_version=old.version).set(0)
+        metrics().serving.labels(model_version=new.version).set(1)
         logger.info("swapped %s → %s", old.version, new.version)
         return True
 

@@ -23,8 +23,13 @@ class Settings(CoreSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest single image accepted.")
     # Same variable as the API's guard: one limit for the whole platform.
     image_max_pixels: int = Field(40_000_000, gt=0, description="Decompression-bomb guard (width × height).")
+    model_workers: int = Field(
+        0,
+        ge=0,
+        description="Worker processes; 0: one per core of the container's CPU limit (cgroup, else affinity), at most 4.",
+    )
     ort_threads: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime intra-op threads; 0: the container's CPU limit (cgroup), else affinity.",
+        description="ONNX Runtime intra-op threads per worker; 0: the worker's share of the CPU limit (at least 1).",
     )
