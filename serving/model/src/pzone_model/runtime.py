@@ -191,29 +191,31 @@ def load_model(folder: Path, tag: str, version: str, threads: int) -> LoadedMode
 
 
 def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
-    """Bytes → uint8 (size, size, 3): the training preprocessing (``pzone.preprocess.load_square``: EXIF
-    orientation, letterbox), after a header-only pixel check so that a bomb is refused before it is decoded."""
+    """Bytes → uint8 (size, size, 3): the training preprocessing (``pzone.preprocess``: EXIF orientation,
+    letterbox), after a header-only pixel check on the same opened file, so that a bomb is refused before it is
+    decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    from pzone.preprocess import load_square
+    from pzone.preprocess import square_from_image
 
     if not data:
         raise BadImage("empty", "the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            pixels = header.width * header.height
+        image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise BadImage("not_an_image", "not a readable image (JPEG, PNG, WebP, ...)") from None
-    if pixels > max_pixels:
-        raise BadImage("too_many_pixels", f"{pixels} pixels is over the limit of {max_pixels}")
-    try:
-        return load_square(io.BytesIO(data), size)
-    except Image.DecompressionBombError:
-        raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise BadImage("not_an_image", "the image is truncated or corrupt") from None
+    with image:
+        pixels = image.width * image.height
+        if pixels > max_pixels:
+            raise BadImage("too_many_pixels", f"{pixels} pixels is over the limit of {max_pixels}")
+        try:
+            return square_from_image(image, size)
+        except Image.DecompressionBombError:
+            raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+            raise BadImage("not_an_image", "the image is truncated or corrupt") from None
 
 
 def fit_batch(images: list[np.ndarray], size: int) -> np.ndarray:

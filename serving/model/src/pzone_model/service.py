@@ -270,9 +270,10 @@ class PZoneTilt:
         probs = model.predict(fit_batch(list(images), model.meta.image_size))
         classes = model.meta.classes
         results = []
+        counts: dict[str, int] = {}
         for row in probs:
             label = classes[int(np.argmax(row))]
-            metrics().predictions.labels(label=label, model_version=model.version).inc()
+            counts[label] = counts.get(label, 0) + 1
             results.append(
                 {
                     "label": label,
@@ -280,6 +281,8 @@ class PZoneTilt:
                     "model_version": model.version,
                 }
             )
+        for label, count in counts.items():  # one metric update per label and batch, not per image
+            metrics().predictions.labels(label=label, model_version=model.version).inc(count)
         return results
 
     async def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
