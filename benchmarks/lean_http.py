@@ -11,6 +11,7 @@ Only what a benchmark needs: one request at a time per connection, answers read 
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass
 
 
@@ -139,15 +140,32 @@ class Connection:
 
 
 class Pool:
-    """Idle connections reused, new ones opened on demand (for an open-loop generator's overlapping requests)."""
+    """Idle connections reused, new ones opened on demand (for an open-loop generator's overlapping requests).
+
+    Reuse is first in, first out, so the requests spread over every connection the pool holds, as wrk2's do. A
+    last-in-first-out pool sends nearly everything down the one connection that was just released: against a
+    server of several worker processes (each connection belongs to the worker that accepted it) that loads one
+    worker and leaves the others idle.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self._idle: list[Connection] = []
+        self._idle: collections.deque[Connection] = collections.deque()
         self._all: list[Connection] = []
 
+    async def prefill(self, count: int, first_request: bytes) -> None:
+        """Open ``count`` connections one at a time, each with one request, and keep them idle for reuse.
+
+        A burst of connects is accepted by whichever worker process of the server wakes first (it may take them
+        all); one at a time, each first answered, they spread over the workers."""
+        for _ in range(count):
+            conn = await Connection.open(self.host, self.port)
+            self._all.append(conn)
+            await conn.request(first_request)
+            self._idle.append(conn)
+
     async def request(self, raw: bytes) -> Response:
-        conn = self._idle.pop() if self._idle else None
+        conn = self._idle.popleft() if self._idle else None
         if conn is None or conn.closed:
             conn = await Connection.open(self.host, self.port)
             self._all.append(conn)

@@ -59,17 +59,22 @@ MLFLOW_VERSION = "bench"
 NAIVE_CHECKPOINT_ENV = "PZONE_BENCH_CHECKPOINT"
 NAIVE_THREADS_ENV = "PZONE_BENCH_TORCH_THREADS"
 
+# The open-loop generator's pool starts with this many connections (more open on demand): enough for the requests
+# that overlap at half the tier's peak.
+OPEN_LOOP_CONNECTIONS = 16
+
 TARGET_TIER_VS_INPROCESS = 0.70
 TARGET_TIER_VS_NAIVE = 3.0
 TARGET_P99_VS_SINGLE = 3.0
 
 QUICK: dict[str, Any] = {
     "levels": (1, 4, 16),
-    "seconds": 1.6,
-    "warmup": 0.4,
-    "half_seconds": 2.5,
-    "inprocess_seconds": 0.5,
+    "seconds": 1.5,
+    "warmup": 0.3,
+    "half_seconds": 2.2,
+    "inprocess_seconds": 0.4,
     "batches": (8, 32),
+    "one_session": False,  # the limit from the tier's sessions x threads only (the full run tries 1 x all too)
     "photos": 6,
     "extras_seconds": 1.2,
     "extras_concurrency": 4,
@@ -77,6 +82,7 @@ QUICK: dict[str, Any] = {
 }
 FULL: dict[str, Any] = {
     "levels": (1, 2, 4, 8, 16, 32, 64),
+    "one_session": True,
     "seconds": 6.0,
     "warmup": 1.0,
     "half_seconds": 10.0,
@@ -225,19 +231,24 @@ def multipart_bodies(photos: Sequence[bytes], per_request: int = 1) -> list[Body
 # processes
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live descendants."""
+def process_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and of each of its live descendants, by pid."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
+        return {}
+    out: dict[int, float] = {}
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             times = proc.cpu_times()
-            total += times.user + times.system
-    return total
+            out[proc.pid] = times.user + times.system
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants."""
+    return sum(process_cpu_s(pid).values())
 
 
 @dataclass
@@ -262,6 +273,9 @@ class Server:
 
     def cpu_s(self) -> float:
         return tree_cpu_s(self.process.pid)
+
+    def cpu_by_process(self) -> dict[int, float]:
+        return process_cpu_s(self.process.pid)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
@@ -348,6 +362,7 @@ def inprocess_section(
     workers: int,
     batches: Sequence[int],
     seconds: float,
+    one_session_too: bool = True,
 ) -> dict[str, Any]:
     """The limit: ONNX Runtime alone on letterboxed images, with the tier's threads. The tier runs ``workers``
     sessions of ``threads`` threads each, so the limit is the better of that (as many sessions, called at once
@@ -481,6 +496,7 @@ class LoadResult:
     machine_cores: int = field(default_factory=lambda: psutil.cpu_count() or 1)
     late_s: float = 0.0  # open loop: how far behind schedule the generator launched its requests (p99)
     late_max_s: float = 0.0
+    process_cpu_s: list[float] = field(default_factory=list)  # each server process's CPU in the window
 
     def summary(self) -> dict[str, Any]:
         n = max(self.requests, 1)
@@ -494,6 +510,7 @@ class LoadResult:
             "max_ms": ms(max(self.latencies, default=float("nan"))),
             "server_cpu_ms_per_req": ms(self.server_cpu_s / n),
             "client_cpu_ms_per_req": ms(self.client_cpu_s / n),
+            "server_process_cpu_s": [round(v, 2) for v in self.process_cpu_s if v >= 0.005],
             "client_cpu_share": round(self.client_cpu_s / (self.client_cpu_s + self.server_cpu_s), 3)
             if self.client_cpu_s + self.server_cpu_s
             else 0.0,
@@ -538,14 +555,20 @@ class Window:
     def __enter__(self) -> Window:
         self.t0 = time.perf_counter()
         self.client0 = time.process_time()
-        self.server0 = self.server.cpu_s()
+        self.by_process0 = self.server.cpu_by_process()
+        self.server0 = sum(self.by_process0.values())
         self.machine0 = psutil.cpu_times()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.t0
         self.client_cpu = time.process_time() - self.client0
-        self.server_cpu = self.server.cpu_s() - self.server0
+        by_process = self.server.cpu_by_process()
+        self.server_cpu = sum(by_process.values()) - self.server0
+        # Each server process's share, busiest first: how evenly the work spread over the tier's workers.
+        self.process_cpu = sorted(
+            (by_process[pid] - self.by_process0.get(pid, 0.0) for pid in by_process), reverse=True
+        )
         m0, m1 = self.machine0, psutil.cpu_times()
         total = sum(m1) - sum(m0)
         self.machine_busy = (_busy(m1) - _busy(m0)) / total if total > 0 else 0.0
@@ -565,7 +588,15 @@ async def closed_loop(
     result = LoadResult()
     measuring = False
     stop = False
-    connections = [await Connection.open(server.hostname, server.port) for _ in range(concurrency)]
+    # One at a time, each with a first (uncounted) request: a burst of connects is accepted by whichever worker
+    # process wakes first, which may take them all (seen: 16 connections on one of two workers, half the
+    # throughput); opened one by one they spread over the workers, as a client's pool grows in practice.
+    connections = []
+    for _ in range(concurrency):
+        connection = await Connection.open(server.hostname, server.port)
+        with contextlib.suppress(HTTPError, OSError):
+            await connection.request(requests[0])
+        connections.append(connection)
 
     async def worker(index: int) -> None:
         connection = connections[index]
@@ -604,6 +635,7 @@ async def closed_loop(
         window.server_cpu,
         window.machine_busy,
     )
+    result.process_cpu_s = window.process_cpu
     return result
 
 
@@ -663,6 +695,7 @@ async def open_loop(
         window.server_cpu,
         window.machine_busy,
     )
+    result.process_cpu_s = window.process_cpu
     result.late_s = percentile(lateness, 99)
     result.late_max_s = max(lateness, default=0.0)
     return result
@@ -700,6 +733,7 @@ def load_section(
                     f"  {server.name:5s} c={level:3d}: {row['per_s']:7.1f} images/s  p50 {row['p50_ms']:7.1f} ms"
                     f"  p99 {row['p99_ms']:7.1f} ms  server {row['server_cpu_ms_per_req']:.2f} ms CPU/req"
                     f"  client {row['client_cpu_ms_per_req']:.2f}  errors {row['errors']}"
+                    f"  CPU s by process {row['server_process_cpu_s']}"
                 )
 
     run_async(closed)
@@ -736,6 +770,7 @@ def half_load_section(
 ) -> dict[str, Any]:
     async def go() -> LoadResult:
         pool = Pool(tier.hostname, tier.port)
+        await pool.prefill(OPEN_LOOP_CONNECTIONS, raw_requests(tier, bodies[:1])[0])
         try:
             return await open_loop(
                 pool, tier, bodies, rate, float(preset["warmup"]), float(preset["half_seconds"])
@@ -853,7 +888,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"in-process ONNX Runtime, {workers} session(s) of {threads} threads")
             results.update(
                 inprocess_section(
-                    prepared, photos, threads, workers, preset["batches"], float(preset["inprocess_seconds"])
+                    prepared,
+                    photos,
+                    threads,
+                    workers,
+                    preset["batches"],
+                    float(preset["inprocess_seconds"]),
+                    bool(preset["one_session"]),
                 )
             )
             # The tier gets them as PZONE_MODEL_WORKERS and PZONE_ORT_THREADS, which its sizing uses as given.

@@ -121,3 +121,62 @@ def test_a_closed_connection_is_an_error_and_the_pool_opens_a_new_one() -> None:
 
     asyncio.run(with_server(handler, client))
     assert connections == 4  # the dropped one, then one per pooled request as each was closed after answering
+
+
+def test_the_pool_spreads_requests_over_its_connections() -> None:
+    used: list[int] = []  # the client's port of each request's connection
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = writer.get_extra_info("peername")[1]
+        while True:
+            try:
+                _, body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            used.append(port)
+            await asyncio.sleep(0.05 if body == b"slow" else 0)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def client(port: int) -> None:
+        host = f"127.0.0.1:{port}"
+        pool = Pool("127.0.0.1", port)
+        await asyncio.gather(*(pool.request(encode_post(host, "/", b"slow", {})) for _ in range(3)))
+        for _ in range(6):
+            await pool.request(encode_post(host, "/", b"x", {}))
+        pool.close()
+
+    asyncio.run(with_server(handler, client))
+    opened = set(used[:3])
+    assert len(opened) == 3  # three at once: three connections
+    # then, one at a time, each connection in turn (a LIFO pool would use one of them six times)
+    assert sorted(used[3:].count(p) for p in opened) == [2, 2, 2]
+
+
+def test_prefill_opens_connections_one_by_one_and_reuses_them() -> None:
+    ports: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            ports.append(writer.get_extra_info("peername")[1])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def client(port: int) -> None:
+        host = f"127.0.0.1:{port}"
+        pool = Pool("127.0.0.1", port)
+        await pool.prefill(4, encode_post(host, "/", b"warm", {}))
+        for _ in range(8):
+            await pool.request(encode_post(host, "/", b"x", {}))
+        pool.close()
+
+    asyncio.run(with_server(handler, client))
+    warmed = ports[:4]
+    assert len(set(warmed)) == 4  # four connections, each answered once before the next opened
+    assert ports[4:] == warmed * 2  # then reused in turn, no new connection
