@@ -123,8 +123,9 @@ def test_a_closed_connection_is_an_error_and_the_pool_opens_a_new_one() -> None:
     assert connections == 4  # the dropped one, then one per pooled request as each was closed after answering
 
 
-def test_the_pool_spreads_requests_over_its_connections() -> None:
-    used: list[int] = []  # the client's port of each request's connection
+def port_recording_server(used: list[int]) -> Handler:
+    """A keep-alive server that answers every request empty and records the client port of its connection
+    (a body of ``slow`` is answered after 50 ms)."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         port = writer.get_extra_info("peername")[1]
@@ -139,6 +140,12 @@ def test_the_pool_spreads_requests_over_its_connections() -> None:
             await writer.drain()
         writer.close()
 
+    return handler
+
+
+def test_the_pool_spreads_requests_over_its_connections() -> None:
+    used: list[int] = []  # the client's port of each request's connection
+
     async def client(port: int) -> None:
         host = f"127.0.0.1:{port}"
         pool = Pool("127.0.0.1", port)
@@ -147,7 +154,7 @@ def test_the_pool_spreads_requests_over_its_connections() -> None:
             await pool.request(encode_post(host, "/", b"x", {}))
         pool.close()
 
-    asyncio.run(with_server(handler, client))
+    asyncio.run(with_server(port_recording_server(used), client))
     opened = set(used[:3])
     assert len(opened) == 3  # three at once: three connections
     # then, one at a time, each connection in turn (a LIFO pool would use one of them six times)
@@ -157,17 +164,6 @@ def test_the_pool_spreads_requests_over_its_connections() -> None:
 def test_prefill_opens_connections_one_by_one_and_reuses_them() -> None:
     ports: list[int] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            ports.append(writer.get_extra_info("peername")[1])
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-        writer.close()
-
     async def client(port: int) -> None:
         host = f"127.0.0.1:{port}"
         pool = Pool("127.0.0.1", port)
@@ -176,7 +172,7 @@ def test_prefill_opens_connections_one_by_one_and_reuses_them() -> None:
             await pool.request(encode_post(host, "/", b"x", {}))
         pool.close()
 
-    asyncio.run(with_server(handler, client))
+    asyncio.run(with_server(port_recording_server(ports), client))
     warmed = ports[:4]
     assert len(set(warmed)) == 4  # four connections, each answered once before the next opened
     assert ports[4:] == warmed * 2  # then reused in turn, no new connection
