@@ -219,6 +219,20 @@ def test_model_tier_down_then_back(pg_url: str, tmp_path: Path) -> None:
             tier.stop()
 
 
+def deactivate_users(database_url: str) -> None:
+    from sqlalchemy import update
+
+    from pzone.db.models import User
+
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            session.execute(update(User).values(is_active=False))
+            session.commit()
+    finally:
+        engine.dispose()
+
+
 def _rows(database_url: str) -> int:
     engine = create_engine(database_url)
     with Session(engine) as session:
@@ -304,10 +318,6 @@ def test_complete_checks_the_object_in_the_worker_and_the_user_in_its_statement(
 ) -> None:
     """complete asks the store nothing itself: the job finds an object too large (413, all removed) or none yet
     (409, the photo waits for its upload again); a deactivated user gets the same 401 as on any signed-in route."""
-    from sqlalchemy import update
-
-    from pzone.db.models import User
-
     app = make_app(pg_url, tmp_path / "data", upload_max_bytes=5_000)
     add_device(pg_url)
     with TestClient(app) as client:
@@ -340,13 +350,7 @@ def test_complete_checks_the_object_in_the_worker_and_the_user_in_its_statement(
         assert unsigned(client.get(f"/api/photos/{photo_id}").json()) == unsigned(done.json())
 
         ticket = client.post("/api/photos", json=body, headers=headers).json()
-        engine = make_engine(pg_url)
-        try:
-            with Session(engine) as session:
-                session.execute(update(User).values(is_active=False))
-                session.commit()
-        finally:
-            engine.dispose()
+        deactivate_users(pg_url)
         refused = [
             client.post("/api/photos", json=body, headers=headers),
             client.post(f"/api/photos/{ticket['photo']['id']}/complete", headers=headers),

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from sqlalchemy import Connection, DateTime, String, Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
@@ -145,8 +145,24 @@ def _new_photo(
     photo_id: str | None = None,
 ) -> Photo:
     """INSERT the photo row (one statement); returns the row as an unattached :class:`Photo`, for the answer."""
+    columns = _photo_columns(user_id, target, status, content_type, taken_at, photo_id)
+    conn.execute(_INSERT_PHOTO, columns)
+    return Photo(**columns)
+
+
+def _photo_columns(
+    user_id: str,
+    target: tuple[str | None, str | None],
+    status: str,
+    content_type: str,
+    taken_at: datetime | None,
+    photo_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A new photo row's columns."""
     photo_id = photo_id or str(uuid.uuid4())
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     columns = {
         "id": photo_id,
         "user_id": user_id,
@@ -161,8 +177,7 @@ def _new_photo(
         "created_at": now,
         "processing_at": now if status == "processing" else None,
     }
-    conn.execute(_INSERT_PHOTO, columns)
-    return Photo(**columns)
+    return columns
 
 
 def create_upload(
@@ -190,6 +205,99 @@ def create_upload(
     expires_s = settings.upload_url_expires_s
     url = store.presign_put(photo.upload_key or "", content_type, max_bytes=max_bytes, expires_s=expires_s)
     return UploadTicket(photo, url, content_type, max_bytes, datetime.now(UTC) + timedelta(seconds=expires_s))
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """One photo of a batch create (:func:`create_uploads`): what ``POST /api/photos`` takes for one."""
+
+    content_type: str
+    device_id: str | None = None
+    zone_id: str | None = None
+    size: int | None = None
+    taken_at: datetime | None = None
+
+
+class BatchItemError(IntakeError):
+    """A refused batch: item ``index`` is why (nothing of the batch was created)."""
+
+    def __init__(self, index: int, refusal: IntakeError) -> None:
+        super().__init__(refusal.status, refusal.code, f"photos[{index}]: {refusal.reason}")
+        self.index = index
+
+
+def create_uploads(
+    session: Session, store: Store, settings: Settings, user_id: str, items: Sequence[UploadRequest]
+) -> list[UploadTicket]:
+    """Step 1 for several photos at once (``POST /api/photos/batch``): all of them or none.
+
+    Every item is checked before anything is written (one target query per distinct device or zone, the user's
+    check with the first); a refused item raises :class:`BatchItemError` naming it, and no row is created. The rows
+    are one multi-row INSERT in one transaction; then one presigned PUT URL per photo.
+    """
+    if not items:
+        raise IntakeError(422, "empty_batch", "send at least one photo")
+    if len(items) > settings.upload_batch_max:
+        raise IntakeError(
+            422, "batch_too_large", f"at most {settings.upload_batch_max} photos per batch, got {len(items)}"
+        )
+    conn = autocommit(session)
+    targets: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
+    checked: list[tuple[str | None, str | None]] = []
+    for index, item in enumerate(items):
+        key = (item.device_id, item.zone_id)
+        try:
+            if key not in targets:
+                targets[key] = check_target(conn, user_id, item.device_id, item.zone_id)
+            check_declared(settings, item.content_type, item.size)
+        except IntakeError as exc:
+            if exc.code == NOT_AUTHENTICATED:
+                raise
+            raise BatchItemError(index, exc) from None
+        checked.append(targets[key])
+    session.commit()  # ends the autocommit connection's use; the INSERT gets a transaction of its own
+    now = datetime.now(UTC)
+    rows = [
+        _photo_columns(user_id, target, "awaiting_upload", item.content_type, item.taken_at, now=now)
+        for item, target in zip(items, checked, strict=True)
+    ]
+    session.connection().execute(_INSERT_PHOTO, rows)
+    session.commit()
+    expires_s = settings.upload_url_expires_s
+    expires_at = now + timedelta(seconds=expires_s)
+    tickets = []
+    for item, columns in zip(items, rows, strict=True):
+        max_bytes = item.size or settings.upload_max_bytes
+        url = store.presign_put(
+            columns["upload_key"], item.content_type, max_bytes=max_bytes, expires_s=expires_s
+        )
+        tickets.append(UploadTicket(Photo(**columns), url, item.content_type, max_bytes, expires_at))
+    return tickets
+
+
+_CLAIM_MANY = (
+    update(_PHOTOS)
+    .where(
+        Photo.id.in_(bindparam("p_photos", expanding=True)),
+        Photo.user_id == _USER,
+        Photo.status == "awaiting_upload",
+        select(User.id).where(User.id == _USER, User.is_active).exists(),
+    )
+    .values(status="processing", processing_at=bindparam("p_now", type_=DateTime(timezone=True)))
+    .returning(Photo.id)
+)
+
+
+def claim_uploads(session: Session, user_id: str, photo_ids: Sequence[str]) -> set[str]:
+    """:func:`claim_upload` for several photos in one guarded UPDATE; returns the ids this request moved."""
+    if not photo_ids:
+        return set()
+    claimed = autocommit(session).execute(
+        _CLAIM_MANY, {"p_photos": list(photo_ids), "p_user": user_id, "p_now": datetime.now(UTC)}
+    )
+    moved = {str(row[0]) for row in claimed}
+    session.commit()
+    return moved
 
 
 def claim_upload(session: Session, user_id: str, photo_id: str) -> bool:

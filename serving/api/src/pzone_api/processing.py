@@ -27,7 +27,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,7 +42,14 @@ from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, User
 from pzone.storage import LocalObjectStore, S3ObjectStore
-from pzone_api.intake import NOT_AUTHENTICATED, IntakeError, claim_upload, discard_photo, process_staged
+from pzone_api.intake import (
+    NOT_AUTHENTICATED,
+    IntakeError,
+    claim_upload,
+    claim_uploads,
+    discard_photo,
+    process_staged,
+)
 from pzone_api.settings import Settings
 
 logger = logging.getLogger("pzone.api.processing")
@@ -302,7 +310,71 @@ def complete(
     """
     if claim_upload(session, user_id, photo_id):
         return enqueue_and_wait(session, settings, queue, photo_id, direct=True)
-    # Not claimed: find out why (the rare paths).
+    return _complete_unclaimed(session, settings, queue, user_id, photo_id, settings.processing_wait_s)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One photo of a batch complete: the photo (stored, or still processing), or the refusal."""
+
+    photo_id: str
+    photo: Photo | None = None
+    refusal: IntakeError | None = None
+
+
+def complete_many(
+    session: Session,
+    store: Store,
+    settings: Settings,
+    queue: PhotoQueue,
+    user_id: str,
+    photo_ids: Sequence[str],
+) -> list[Completion]:
+    """``POST /api/photos/batch/complete``: :func:`complete` for several photos, each answered on its own.
+
+    One guarded UPDATE claims every photo that awaits its upload, all their jobs are enqueued before the first wait
+    (workers with several threads, or several workers, take them in parallel), then the outcomes are collected in order within one
+    ``PZONE_PROCESSING_WAIT_S`` for the whole batch. A refused photo does not stop the others (its row and objects
+    are removed as for a single complete); only a gone or inactive user (401) refuses the whole batch.
+    """
+    if not photo_ids:
+        raise IntakeError(422, "empty_batch", "send at least one photo id")
+    if len(photo_ids) > settings.upload_batch_max:
+        raise IntakeError(
+            422,
+            "batch_too_large",
+            f"at most {settings.upload_batch_max} photos per batch, got {len(photo_ids)}",
+        )
+    if len(set(photo_ids)) != len(photo_ids):
+        raise IntakeError(422, "duplicate_ids", "each photo id may appear once in a batch")
+    claimed = claim_uploads(session, user_id, photo_ids)
+    claims: dict[str, str] = {}
+    for photo_id in photo_ids:
+        if photo_id in claimed:
+            claims[photo_id] = new_claim()
+            queue.enqueue(photo_id, claims[photo_id], direct=True)
+    deadline = time.monotonic() + settings.processing_wait_s
+    results: list[Completion] = []
+    for photo_id in photo_ids:
+        wait_s = max(deadline - time.monotonic(), 0.001)
+        try:
+            if photo_id in claims:
+                photo = await_processing(session, settings, queue, photo_id, claims[photo_id], wait_s=wait_s)
+            else:
+                photo = _complete_unclaimed(session, settings, queue, user_id, photo_id, wait_s)
+        except IntakeError as exc:
+            if exc.code == NOT_AUTHENTICATED:
+                raise
+            results.append(Completion(photo_id, refusal=exc))
+        else:
+            results.append(Completion(photo_id, photo=photo))
+    return results
+
+
+def _complete_unclaimed(
+    session: Session, settings: Settings, queue: PhotoQueue, user_id: str, photo_id: str, wait_s: float
+) -> Photo:
+    """A photo that the claim did not move: find out why (the rare paths), or wait for its running job."""
     user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise IntakeError(401, NOT_AUTHENTICATED, "Session expired or invalid: log in again.")
@@ -319,7 +391,7 @@ def complete(
         if photo.status == "awaiting_upload":  # put back just now by a job that found nothing uploaded
             raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)")
         raise IntakeError(409, "already_completed", "this photo was already completed")
-    return await_processing(session, settings, queue, photo_id)
+    return await_processing(session, settings, queue, photo_id, wait_s=wait_s)
 
 
 def enqueue_and_wait(
@@ -332,17 +404,24 @@ def enqueue_and_wait(
 
 
 def await_processing(
-    session: Session, settings: Settings, queue: PhotoQueue, photo_id: str, claim: str | None = None
+    session: Session,
+    settings: Settings,
+    queue: PhotoQueue,
+    photo_id: str,
+    claim: str | None = None,
+    *,
+    wait_s: float | None = None,
 ) -> Photo:
     """Wait for a photo's job (enqueued already) and return the stored photo, or the photo still processing.
 
     ``claim``: the token this request enqueued with. An outcome of an earlier job of the same photo may still be
     waiting (a "not uploaded" that nobody collected, the client having given up after a 202); with another token
-    it is stale, and skipped.
+    it is stale, and skipped. ``wait_s``: at most this long (default ``PZONE_PROCESSING_WAIT_S``).
     """
     session.commit()  # no transaction (and no pooled connection) is held while waiting
-    deadline = time.monotonic() + settings.processing_wait_s
-    outcome = queue.wait(photo_id, settings.processing_wait_s)
+    wait_s = settings.processing_wait_s if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    outcome = queue.wait(photo_id, wait_s)
     while (
         outcome is not None
         and claim is not None

@@ -21,6 +21,9 @@ class Settings(CoreSettings):
     login_window_s: int = Field(300, gt=0, description="... within this many seconds, before 429.")
     upload_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
     upload_url_expires_s: int = Field(600, gt=0, le=7 * 24 * 3600)
+    upload_batch_max: int = Field(
+        20, gt=0, le=100, description="Photos per batch upload (POST /api/photos/batch and its complete)."
+    )
     image_max_pixels: int = Field(40_000_000, gt=0, description="Decompression-bomb guard.")
     image_max_side: int = Field(12_000, gt=0)
     model_tier_url: str | None = Field(None, description="Base URL of the model tier (POST /classify).")

@@ -22,8 +22,18 @@ from pzone_api.api.deps import (
     StoreDep,
     require_csrf,
 )
-from pzone_api.intake import NOT_AUTHENTICATED, IntakeError, Store, create_upload, stage_upload
-from pzone_api.processing import complete, enqueue_and_wait
+from pzone_api.intake import (
+    NOT_AUTHENTICATED,
+    BatchItemError,
+    IntakeError,
+    Store,
+    UploadRequest,
+    UploadTicket,
+    create_upload,
+    create_uploads,
+    stage_upload,
+)
+from pzone_api.processing import complete, complete_many, enqueue_and_wait
 
 router = APIRouter(prefix="/api/photos", tags=["photos"])
 
@@ -80,6 +90,47 @@ class PhotoCreated(BaseModel):
     upload: UploadInstructions
 
 
+# Batches (several photos picked at once): one create and one complete for all of them. The model bounds what is
+# parsed; PZONE_UPLOAD_BATCH_MAX (at most this) is the limit enforced.
+BATCH_PARSE_MAX = 100
+
+
+class PhotoBatchCreate(BaseModel):
+    photos: list[PhotoCreate] = Field(
+        ..., max_length=BATCH_PARSE_MAX, description="1..PZONE_UPLOAD_BATCH_MAX photos (default 20)."
+    )
+
+
+class PhotoBatchCreated(BaseModel):
+    items: list[PhotoCreated] = Field(description="One per photo sent, in the same order.")
+
+
+class PhotoBatchComplete(BaseModel):
+    ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        ..., max_length=BATCH_PARSE_MAX, description="The photos to complete, each once (1..the batch limit)."
+    )
+
+
+class ItemError(BaseModel):
+    code: str
+    reason: str
+
+
+class PhotoCompletion(BaseModel):
+    id: str
+    status: int = Field(
+        description="200 stored, 202 still processing (ask again), or the refusal's 4xx/503 as for one photo."
+    )
+    photo: PhotoOut | None = Field(None, description="The photo, when stored or still processing.")
+    error: ItemError | None = Field(
+        None, description="Why this photo was refused (its row and bytes are gone)."
+    )
+
+
+class PhotoBatchCompleted(BaseModel):
+    items: list[PhotoCompletion] = Field(description="One per id sent, in the same order.")
+
+
 class PhotoPage(BaseModel):
     items: list[PhotoOut]
     total: int
@@ -90,7 +141,20 @@ class PhotoPage(BaseModel):
 def _raise(exc: IntakeError) -> HTTPException:
     if exc.code == NOT_AUTHENTICATED:  # the same 401 as the auth dependencies' (plain-text detail)
         return HTTPException(exc.status, detail=exc.reason)
-    return HTTPException(exc.status, detail={"code": exc.code, "reason": exc.reason})
+    detail: dict[str, Any] = {"code": exc.code, "reason": exc.reason}
+    if isinstance(exc, BatchItemError):
+        detail["index"] = exc.index
+    return HTTPException(exc.status, detail=detail)
+
+
+def _created(ticket: UploadTicket, store: Store) -> PhotoCreated:
+    upload = UploadInstructions(
+        url=ticket.url,
+        headers={"Content-Type": ticket.content_type},
+        max_bytes=ticket.max_bytes,
+        expires_at=ticket.expires_at,
+    )
+    return PhotoCreated(photo=photo_out(ticket.photo, store), upload=upload)
 
 
 def photo_out(photo: Photo, store: Store, expires_s: int = 900, label: PhotoLabel | None = None) -> PhotoOut:
@@ -138,13 +202,55 @@ def create_photo(
         )
     except IntakeError as exc:
         raise _raise(exc) from None
-    upload = UploadInstructions(
-        url=ticket.url,
-        headers={"Content-Type": ticket.content_type},
-        max_bytes=ticket.max_bytes,
-        expires_at=ticket.expires_at,
-    )
-    return PhotoCreated(photo=photo_out(ticket.photo, store), upload=upload)
+    return _created(ticket, store)
+
+
+@router.post("/batch", status_code=201, dependencies=[Depends(require_csrf)])
+def create_photos(
+    body: PhotoBatchCreate, session: CurrentSession, db: DbDep, store: StoreDep, settings: SettingsDep
+) -> PhotoBatchCreated:
+    """Start direct uploads of several photos: all or none; a refusal names the photo (`index`)."""
+    items = [
+        UploadRequest(
+            content_type=p.content_type,
+            device_id=p.device_id,
+            zone_id=p.zone_id,
+            size=p.size,
+            taken_at=p.taken_at,
+        )
+        for p in body.photos
+    ]
+    try:
+        tickets = create_uploads(db, store, settings, session.user_id, items)
+    except IntakeError as exc:
+        raise _raise(exc) from None
+    return PhotoBatchCreated(items=[_created(ticket, store) for ticket in tickets])
+
+
+@router.post("/batch/complete", dependencies=[Depends(require_csrf)])
+def complete_photos(
+    body: PhotoBatchComplete,
+    session: CurrentSession,
+    db: DbDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    queue: PhotoQueueDep,
+) -> PhotoBatchCompleted:
+    """Finish several direct uploads at once: each photo is answered on its own, as its single complete would be."""
+    try:
+        done = complete_many(db, store, settings, queue, session.user_id, body.ids)
+    except IntakeError as exc:
+        raise _raise(exc) from None
+    items = []
+    for item in done:
+        if item.refusal is not None:
+            error = ItemError(code=item.refusal.code, reason=item.refusal.reason)
+            items.append(PhotoCompletion(id=item.photo_id, status=item.refusal.status, error=error))
+        else:
+            assert item.photo is not None
+            status = 202 if item.photo.status == "processing" else 200
+            items.append(PhotoCompletion(id=item.photo_id, status=status, photo=photo_out(item.photo, store)))
+    return PhotoBatchCompleted(items=items)
 
 
 PROCESSING_RESPONSES: dict[int | str, dict[str, Any]] = {
