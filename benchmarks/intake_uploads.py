@@ -5,6 +5,9 @@
   job; the photo worker fetches the object once to check, hash, copy and thumbnail it.
 * ``proxied``: the same photo as one multipart ``POST /api/photos/upload`` through the API, which streams the body
   to the store's staging key and enqueues the same job.
+* ``presigned_batch``: the presigned path for ``BATCH`` photos picked at once (the upload page's multi-select):
+  one ``POST /api/photos/batch``, a PUT per photo straight to S3, one ``POST /api/photos/batch/complete``; figures
+  per photo.
 * ``base64``: the seed's path, the photo base64-encoded in a JSON body (``POST /bench/base64``, a route that exists
   only in this benchmark's app: decode, stage in the store, enqueue the same job).
 
@@ -231,6 +234,30 @@ def upload_section(
         delete_redis_keys(TEST_REDIS_URL, redis_prefix)
 
 
+BATCH = 8  # photos per batch on the presigned_batch path
+
+
+def _upload_batch(
+    client: httpx.Client, storage: httpx.Client, headers: dict[str, str], datas: list[bytes]
+) -> int:
+    """One batch upload of ``datas``; returns the request bytes the client sent. Raises unless all were stored."""
+    body = {"photos": [{"device_id": "dev-1", "content_type": "image/jpeg", "size": len(d)} for d in datas]}
+    created = client.post("/api/photos/batch", json=body, headers=headers)
+    created.raise_for_status()
+    items = created.json()["items"]
+    sent = len(created.request.content)
+    for item, data in zip(items, datas, strict=True):
+        put = storage.put(item["upload"]["url"], content=data, headers=item["upload"]["headers"])
+        put.raise_for_status()
+        sent += len(put.request.content)
+    ids = [item["photo"]["id"] for item in items]
+    done = client.post("/api/photos/batch/complete", json={"ids": ids}, headers=headers)
+    sent += len(done.request.content)
+    if done.status_code != 200 or any(a["status"] != 200 for a in done.json()["items"]):
+        raise RuntimeError(f"batch upload failed: {done.status_code} {done.text[:300]}")
+    return sent
+
+
 def _upload(
     client: httpx.Client, storage: httpx.Client, headers: dict[str, str], path: str, data: bytes
 ) -> int:
@@ -264,6 +291,7 @@ def _upload(
 
 
 PATHS = ("presigned", "proxied", "base64")
+BATCH_PATH = "presigned_batch"
 
 
 def _measure(
@@ -284,7 +312,9 @@ def _measure(
     storage = httpx.Client(timeout=60)
     for path in PATHS:  # warm-up: imports, connections, first-call costs in both processes
         _upload(client, storage, headers, path, with_comment(photos[0], f"warm-{path}-{time.time_ns()}"))
+    _upload_batch(client, storage, headers, [with_comment(photos[0], f"warm-batch-{i}") for i in range(2)])
     results = _run_paths(client, storage, headers, processes, photos, n, log, "")
+    results[BATCH_PATH] = _run_batches(client, storage, headers, processes, photos, max(n, BATCH), log)
     out: dict[str, Any] = {
         "uploads_per_path": n,
         "presigned_bytes_ratio": results["presigned"]["bytes_ratio"],
@@ -296,6 +326,10 @@ def _measure(
         "presigned_worker_cpu_s": results["presigned"]["worker_cpu_s"],
         "proxied_worker_cpu_s": results["proxied"]["worker_cpu_s"],
         "base64_worker_cpu_s": results["base64"]["worker_cpu_s"],
+        "presigned_batch_bytes_ratio": results[BATCH_PATH]["bytes_ratio"],
+        "presigned_batch_api_cpu_s": results[BATCH_PATH]["api_cpu_s"],
+        "presigned_batch_worker_cpu_s": results[BATCH_PATH]["worker_cpu_s"],
+        "batch_size": BATCH,
         **_ratios(results, ""),
         "upload_paths": results,
         "auth_request_api_cpu_s": _auth_request_cpu(client, processes["api"]),
@@ -351,12 +385,56 @@ def _run_paths(
     return results
 
 
+def _run_batches(
+    client: httpx.Client,
+    storage: httpx.Client,
+    headers: dict[str, str],
+    processes: dict[str, psutil.Process],
+    photos: list[bytes],
+    n: int,
+    log: Any,
+) -> dict[str, Any]:
+    """The presigned_batch path: ``n`` photos (rounded up to whole batches) in batches of ``BATCH``."""
+    batches = -(-n // BATCH)
+    sent = image_bytes = 0
+    before = {name: _cpu(process) for name, process in processes.items()}
+    started = time.perf_counter()
+    for b in range(batches):
+        datas = [
+            with_comment(photos[i % len(photos)], f"batch-{b}-{i}-{time.time_ns()}") for i in range(BATCH)
+        ]
+        image_bytes += sum(len(d) for d in datas)
+        sent += _upload_batch(client, storage, headers, datas)
+    seconds = time.perf_counter() - started
+    count = batches * BATCH
+    cpu = {name: _cpu_used(before[name], _cpu(process)) / count for name, process in processes.items()}
+    result = {
+        "bytes_ratio": round(sent / image_bytes, 4),
+        "api_cpu_s": round(cpu["api"], 4),
+        "worker_cpu_s": round(cpu["worker"], 4),
+        "total_cpu_s": round(cpu["api"] + cpu["worker"], 4),
+        "wall_s_per_upload": round(seconds / count, 3),
+        "uploads": count,
+    }
+    log(f"{BATCH_PATH} ({BATCH} per batch): {result}")
+    return result
+
+
 def _ratios(results: dict[str, Any], prefix: str) -> dict[str, float]:
     presigned_api = max(results["presigned"]["api_cpu_s"], 1e-4)
-    return {
+    out = {
         f"{prefix}proxied_vs_presigned_api_cpu": round(results["proxied"]["api_cpu_s"] / presigned_api, 2),
         f"{prefix}base64_vs_presigned_api_cpu": round(results["base64"]["api_cpu_s"] / presigned_api, 2),
     }
+    if BATCH_PATH in results:
+        batch_api = max(results[BATCH_PATH]["api_cpu_s"], 1e-4)
+        out[f"{prefix}proxied_vs_presigned_batch_api_cpu"] = round(
+            results["proxied"]["api_cpu_s"] / batch_api, 2
+        )
+        out[f"{prefix}base64_vs_presigned_batch_api_cpu"] = round(
+            results["base64"]["api_cpu_s"] / batch_api, 2
+        )
+    return out
 
 
 def _auth_request_cpu(client: httpx.Client, api: psutil.Process, n: int = 100) -> float:
