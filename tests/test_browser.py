@@ -1,7 +1,7 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright against the API in its own uvicorn process.
 
-A new client signs up, uploads a photo (presigned PUT with a progress bar, then complete) and finds it in the
-history; an operator logs in and watches the dashboard (devices, an open alarm, the tilt chart, live refresh).
+A new client signs up, uploads a photo (presigned PUT with a progress bar, then complete), then two at once (a
+batch: one stored, one refused with its reason), and finds them in the history; an operator logs in and watches the dashboard (devices, an open alarm, the tilt chart, live refresh).
 Screenshots go to ``tmp_path`` and, for a person to look at, to ``/tmp/pzone-ui-*.png``.
 """
 
@@ -70,9 +70,9 @@ def ingest(database_url: str, events: list[dict[str, Any]]) -> dict[str, int]:
         engine.dispose()
 
 
-def jpeg(path: Path) -> Path:
-    """A small photo-like JPEG: sky, street and a dark 'scooter' bar."""
-    image = Image.new("RGB", (800, 600), (135, 180, 220))
+def jpeg(path: Path, seed: int = 0) -> Path:
+    """A small photo-like JPEG: sky, street and a dark 'scooter' bar (``seed``: another sky, other bytes)."""
+    image = Image.new("RGB", (800, 600), (135, 180 - 20 * seed, 220))
     image.paste((90, 90, 95), (0, 380, 800, 600))
     image.paste((20, 160, 90), (360, 140, 400, 470))
     image.paste((30, 30, 30), (300, 450, 520, 480))
@@ -174,10 +174,36 @@ def test_client_uploads_and_operator_watches_the_dashboard(
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
         shot(page, tmp_path, "upload")
 
-        # --- ... and finds it in the history ----------------------------------------------------------------------
+        # --- ... then two more at once: one batch create, a direct PUT each, one batch complete ------------------
+        page.locator("#upload-another").click()
+        page.get_by_label("Scooter (device)").select_option(ALARM_DEVICE)
+        second = jpeg(tmp_path / "second.jpg", seed=1)
+        not_a_photo = tmp_path / "notes.jpg"
+        not_a_photo.write_text("not a photo at all, only a name that says so")
+        file_input.set_input_files([str(second), str(not_a_photo)])
+        expect(page.get_by_role("button", name="Upload 2 photos")).to_be_visible()
+        with (
+            page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/photos/batch")),
+            page.expect_response(lambda r: r.url.endswith("/api/photos/batch/complete")) as completed,
+        ):
+            page.get_by_role("button", name="Upload 2 photos").click()
+        assert [item["status"] for item in completed.value.json()["items"]] == [200, 422]
+        batch = page.locator("#batch-result")
+        expect(batch).to_be_visible()
+        expect(batch.get_by_role("heading")).to_have_text("1 of 2 photos uploaded")
+        expect(batch.locator(".batch-item")).to_have_count(2)
+        expect(batch.locator(".batch-item-error")).to_contain_text("notes.jpg")
+        expect(batch.locator(".batch-item-error .form-error")).not_to_be_empty()  # the API's reason
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0",
+            arg=batch.locator("img.batch-thumb").element_handle(),
+        )
+        shot(page, tmp_path, "upload-batch")
+
+        # --- ... and finds them in the history --------------------------------------------------------------------
         page.get_by_role("link", name="History", exact=True).click()
         rows = page.locator(".history-table tbody tr")
-        expect(rows).to_have_count(1)
+        expect(rows).to_have_count(2)
         row = rows.first
         expect(row.locator(".cell-verdict")).to_have_text("pending")
         expect(row.locator(".cell-model")).to_have_text("—")
@@ -186,7 +212,7 @@ def test_client_uploads_and_operator_watches_the_dashboard(
         page.wait_for_function(
             "img => img.complete && img.naturalWidth > 0", arg=row.locator("img.thumb").element_handle()
         )
-        expect(page.locator(".pager-info")).to_contain_text("1 photo")
+        expect(page.locator(".pager-info")).to_contain_text("2 photos")
         shot(page, tmp_path, "history")
 
         # the same history on a phone-width screen

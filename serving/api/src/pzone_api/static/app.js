@@ -10,6 +10,7 @@ const VERDICT_POLL_MAX = 24;
 // 202 "processing": the photo worker did not answer within the API's wait; ask again (each ask waits too).
 const PROCESSING_POLL_MS = 1000;
 const PROCESSING_POLL_MAX = 30;
+const BATCH_MAX = 20; // photos per batch upload: the API's PZONE_UPLOAD_BATCH_MAX default
 const HISTORY_PAGE_SIZE = 10;
 const TILT_WINDOWS = [15, 60, 360, 1440];
 // The accuracy chart's windows and the bucket of each point (GET /api/accuracy?window=&bucket=).
@@ -324,6 +325,7 @@ function uploadView(_name, params) {
     type: "file",
     accept: "image/*",
     capture: "environment",
+    multiple: true,
     required: true,
     "aria-describedby": "photo-hint",
   });
@@ -339,6 +341,7 @@ function uploadView(_name, params) {
     error.textContent = "";
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     const chosen = file.files && file.files[0];
+    submit.textContent = file.files && file.files.length > 1 ? `Upload ${file.files.length} photos` : "Upload photo";
     if (chosen && chosen.type.startsWith("image/")) {
       previewUrl = URL.createObjectURL(chosen);
       preview.src = previewUrl;
@@ -370,7 +373,11 @@ function uploadView(_name, params) {
       { class: "field" },
       h("label", { for: "photo" }, "Photo"),
       file,
-      h("p", { class: "hint", id: "photo-hint" }, "Take a photo of the whole scooter as it is parked (JPEG, PNG or WebP)."),
+      h(
+        "p",
+        { class: "hint", id: "photo-hint" },
+        `Take a photo of the whole scooter as it is parked (JPEG, PNG or WebP); or pick up to ${BATCH_MAX} at once.`,
+      ),
       preview,
     ),
     error,
@@ -484,10 +491,104 @@ function uploadView(_name, params) {
     return untilProcessed(await api(`/api/photos/${encodeURIComponent(created.photo.id)}/complete`, { method: "POST" }));
   }
 
+  /** Several photos: one batch create, a direct PUT each (one progress bar for all bytes), one batch complete. */
+  async function uploadBatch(deviceId, chosen) {
+    status.textContent = `Preparing ${chosen.length} uploads…`;
+    const created = await api("/api/photos/batch", {
+      method: "POST",
+      json: {
+        photos: chosen.map((f) => ({ device_id: deviceId, content_type: f.type || "application/octet-stream", size: f.size })),
+      },
+    });
+    const total = chosen.reduce((sum, f) => sum + f.size, 0) || 1;
+    let sent = 0;
+    progress.hidden = false;
+    setProgress(0);
+    const ids = [];
+    const failed = new Map(); // photo id -> reason, for photos that never reached the store
+    for (const [index, item] of created.items.entries()) {
+      const photoFile = chosen[index];
+      status.textContent = `Uploading ${index + 1} of ${chosen.length}…`;
+      try {
+        await sendWithProgress(item.upload.method || "PUT", item.upload.url, {
+          headers: item.upload.headers,
+          body: photoFile,
+          onProgress: (fraction) => setProgress((sent + fraction * photoFile.size) / total),
+        });
+        ids.push(item.photo.id);
+      } catch (err) {
+        failed.set(item.photo.id, errorText(err));
+      }
+      sent += photoFile.size;
+      setProgress(sent / total);
+    }
+    status.textContent = "Processing photos…";
+    const answers = ids.length
+      ? (await api("/api/photos/batch/complete", { method: "POST", json: { ids } })).items
+      : [];
+    const byId = new Map(answers.map((answer) => [answer.id, answer]));
+    const results = [];
+    for (const [index, item] of created.items.entries()) {
+      const name = chosen[index].name || `photo ${index + 1}`;
+      const answer = byId.get(item.photo.id);
+      if (!answer) {
+        results.push({ name, error: failed.get(item.photo.id) || "not uploaded" });
+      } else if (answer.error) {
+        results.push({ name, error: answer.error.reason });
+      } else {
+        results.push({ name, photo: answer.status === 202 ? await untilProcessed(answer.photo) : answer.photo });
+      }
+    }
+    return results;
+  }
+
+  function batchResultCard(results) {
+    const stored = results.filter((r) => r.photo).length;
+    const items = results.map((r) =>
+      h(
+        "li",
+        { class: `batch-item${r.error ? " batch-item-error" : ""}` },
+        r.photo && r.photo.thumb_url
+          ? h("img", { class: "batch-thumb", src: r.photo.thumb_url, alt: `Thumbnail of ${r.name}`, width: 128 })
+          : h("div", { class: "thumb-missing" }, r.error ? "Refused" : "No thumbnail"),
+        h(
+          "div",
+          { class: "batch-text" },
+          h("strong", {}, r.name),
+          r.error ? h("p", { class: "form-error" }, r.error) : h("p", {}, pill(r.photo.verdict)),
+        ),
+      ),
+    );
+    const card = h(
+      "section",
+      { class: "card result", id: "batch-result", "aria-labelledby": "batch-title", tabindex: "-1" },
+      h("h1", { id: "batch-title" }, `${stored} of ${results.length} photos uploaded`),
+      h("ul", { class: "batch-list" }, items),
+      h(
+        "div",
+        { class: "actions" },
+        h("a", { class: "btn", href: "#/history" }, "See history"),
+        h("button", { type: "button", class: "btn btn-primary", id: "upload-another" }, "Upload more"),
+      ),
+    );
+    card.querySelector("#upload-another").addEventListener("click", () => {
+      resultSlot.replaceChildren();
+      form.reset();
+      submit.textContent = "Upload photo";
+      preview.hidden = true;
+      progress.hidden = true;
+      status.textContent = "";
+      uploadCard.hidden = false;
+      file.focus();
+    });
+    return card;
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
     const chosen = file.files && file.files[0];
+    const many = file.files ? Array.from(file.files) : [];
     if (!select.value) {
       error.textContent = "Choose the device you photographed.";
       select.focus();
@@ -498,14 +599,30 @@ function uploadView(_name, params) {
       file.focus();
       return;
     }
-    if (chosen.type && !chosen.type.startsWith("image/")) {
-      error.textContent = "This file is not an image. Choose a JPEG, PNG or WebP photo.";
+    const notImage = many.find((f) => f.type && !f.type.startsWith("image/"));
+    if (notImage) {
+      error.textContent = `${many.length > 1 ? `${notImage.name} is` : "This file is"} not an image. Choose a JPEG, PNG or WebP photo.`;
+      return;
+    }
+    if (many.length > BATCH_MAX) {
+      error.textContent = `Choose at most ${BATCH_MAX} photos at once.`;
       return;
     }
     submit.disabled = true;
     select.disabled = true;
     file.disabled = true;
     try {
+      if (many.length > 1) {
+        const results = await uploadBatch(select.value, many);
+        if (!alive) return;
+        setProgress(1);
+        status.textContent = "Done.";
+        uploadCard.hidden = true;
+        const card = batchResultCard(results);
+        resultSlot.replaceChildren(card);
+        card.focus();
+        return;
+      }
       const photo = await upload(select.value, chosen);
       if (!alive) return;
       setProgress(1);
