@@ -242,3 +242,26 @@ def test_a_batch_through_the_worker_process(queued: dict[str, Any]) -> None:
         assert _rows(queued["db"]) == 4
         assert f"uploads/{items[4]['photo']['id']}" not in object_keys(store)
         assert len(object_keys(store) - before) == 4 * 3  # original, preview, thumb of each stored photo
+
+
+def test_a_batch_past_the_wait_answers_202_and_completes_once_a_worker_runs(queued: dict[str, Any]) -> None:
+    """No worker yet: the batch's one wait runs out, every photo is 202 processing; asked again with a worker, the
+    same jobs answer (each photo once) and nothing is processed twice."""
+    app = queued_app(queued, processing_wait_s=0.5)
+    with TestClient(app) as client:
+        csrf = signup(client, "late@example.com", "correct horse battery")
+        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        items = create_batch(client, csrf, [body] * 3).json()["items"]
+        for index, item in enumerate(items):
+            assert put_upload(client, item["upload"], jpeg((64, 48), (60 * index, 10, 10))) in (200, 204)
+        ids = [i["photo"]["id"] for i in items]
+        late = complete_batch(client, csrf, ids)
+        assert [a["status"] for a in late.json()["items"]] == [202, 202, 202], late.text
+        assert all(a["photo"]["status"] == "processing" for a in late.json()["items"])
+        with photo_worker_process(worker_env(queued), queued["log"]):
+            app.state.settings.processing_wait_s = 30.0
+            done = complete_batch(client, csrf, ids)
+            assert [a["status"] for a in done.json()["items"]] == [200, 200, 200], queued["log"].read_text()
+        assert set(statuses(queued["db"]).values()) == {"stored"}
+        again = complete_batch(client, csrf, ids)
+        assert [a["error"]["code"] for a in again.json()["items"]] == ["already_completed"] * 3

@@ -226,6 +226,16 @@ class BatchItemError(IntakeError):
         self.index = index
 
 
+def check_batch_size(settings: Settings, count: int) -> None:
+    """A batch holds 1..``PZONE_UPLOAD_BATCH_MAX`` photos (422 otherwise)."""
+    if count == 0:
+        raise IntakeError(422, "empty_batch", "send at least one photo")
+    if count > settings.upload_batch_max:
+        raise IntakeError(
+            422, "batch_too_large", f"at most {settings.upload_batch_max} photos per batch, got {count}"
+        )
+
+
 def create_uploads(
     session: Session, store: Store, settings: Settings, user_id: str, items: Sequence[UploadRequest]
 ) -> list[UploadTicket]:
@@ -235,12 +245,7 @@ def create_uploads(
     check with the first); a refused item raises :class:`BatchItemError` naming it, and no row is created. The rows
     are one multi-row INSERT in one transaction; then one presigned PUT URL per photo.
     """
-    if not items:
-        raise IntakeError(422, "empty_batch", "send at least one photo")
-    if len(items) > settings.upload_batch_max:
-        raise IntakeError(
-            422, "batch_too_large", f"at most {settings.upload_batch_max} photos per batch, got {len(items)}"
-        )
+    check_batch_size(settings, len(items))
     conn = autocommit(session)
     targets: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
     checked: list[tuple[str | None, str | None]] = []

@@ -45,6 +45,7 @@ from pzone.storage import LocalObjectStore, S3ObjectStore
 from pzone_api.intake import (
     NOT_AUTHENTICATED,
     IntakeError,
+    check_batch_size,
     claim_upload,
     claim_uploads,
     discard_photo,
@@ -332,19 +333,12 @@ def complete_many(
 ) -> list[Completion]:
     """``POST /api/photos/batch/complete``: :func:`complete` for several photos, each answered on its own.
 
-    One guarded UPDATE claims every photo that awaits its upload, all their jobs are enqueued before the first wait
-    (workers with several threads, or several workers, take them in parallel), then the outcomes are collected in order within one
-    ``PZONE_PROCESSING_WAIT_S`` for the whole batch. A refused photo does not stop the others (its row and objects
+    One guarded UPDATE claims every photo that awaits its upload, and all their jobs are enqueued before the first
+    wait (a worker with several threads, or several workers, runs them side by side); the outcomes are then
+    collected in order within one ``PZONE_PROCESSING_WAIT_S`` for the whole batch (202 processing past it). A refused photo does not stop the others (its row and objects
     are removed as for a single complete); only a gone or inactive user (401) refuses the whole batch.
     """
-    if not photo_ids:
-        raise IntakeError(422, "empty_batch", "send at least one photo id")
-    if len(photo_ids) > settings.upload_batch_max:
-        raise IntakeError(
-            422,
-            "batch_too_large",
-            f"at most {settings.upload_batch_max} photos per batch, got {len(photo_ids)}",
-        )
+    check_batch_size(settings, len(photo_ids))
     if len(set(photo_ids)) != len(photo_ids):
         raise IntakeError(422, "duplicate_ids", "each photo id may appear once in a batch")
     claimed = claim_uploads(session, user_id, photo_ids)
