@@ -266,10 +266,13 @@ def test_whole_request_errors(tier: Tier) -> None:
 def test_a_broken_import_leaves_the_model_in_use(tier: Tier) -> None:
     import bentoml
 
-    from pzone_model.runtime import ONNX_FILE
+    from pzone_training.package import import_model
+    from tests.support.tiny_model import META
 
-    tag = import_tiny(tier.workdir, FALLEN, "2")
-    (Path(bentoml.models.get(tag).path) / ONNX_FILE).write_bytes(b"garbage")
+    # Broken before it is in the store: a good import damaged afterwards could be swapped in by the watcher first.
+    broken = tier.workdir / "broken.onnx"
+    broken.write_bytes(b"garbage")
+    tag = import_model(broken, {**META, "image_size": 32}, {"mlflow_version": "2"}).tag
     with pytest.raises(Exception):  # noqa: B017 - ONNX Runtime's own error type
         tier.service.refresh()
     time.sleep(0.5)  # the watcher tries too, and fails the same way
