@@ -37,6 +37,7 @@ import httpx
 import psutil
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
@@ -72,7 +73,7 @@ def bench_app_from_env() -> FastAPI:
     app = app_from_env()
 
     @app.post("/bench/base64", status_code=201, dependencies=[CsrfChecked])
-    def upload_base64(
+    async def upload_base64(
         body: Base64Photo,
         session: CurrentSession,
         db: DbDep,
@@ -86,7 +87,8 @@ def bench_app_from_env() -> FastAPI:
         except binascii.Error:
             raise HTTPException(422, "image is not base64") from None
         try:
-            staged = stage_upload(
+            staged = await run_in_threadpool(
+                stage_upload,
                 db,
                 store,
                 settings,
@@ -97,10 +99,10 @@ def bench_app_from_env() -> FastAPI:
                 zone_id=None,
                 taken_at=None,
             )
-            photo = enqueue_and_wait(db, settings, queue, staged.id)
+            photo = await enqueue_and_wait(db, settings, queue, staged.id)
         except IntakeError as exc:
             raise HTTPException(exc.status, {"code": exc.code, "reason": exc.reason}) from None
-        return photo_out(photo, store)
+        return await run_in_threadpool(photo_out, photo, store)
 
     # The static UI is mounted at "/" last; keep the benchmark route in front of it.
     app.router.routes.insert(0, app.router.routes.pop())

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retry
-            app.state.photo_queue.close()
+            await app.state.photo_queue.aclose()
             app.state.engine.dispose()
 
     app = FastAPI(

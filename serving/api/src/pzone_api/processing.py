@@ -4,8 +4,9 @@ The API does the cheap part of an upload (:func:`pzone_api.intake.claim_upload` 
 declared type, bytes staged in the object store) and enqueues ``process_photo(photo_id)``; the worker
 (``pzone photos worker``: a huey consumer) does the CPU-heavy part (:func:`pzone_api.intake.process_staged`: full
 decode check, SHA-256, the original's store-side copy, derivatives, the model tier call) and leaves an *outcome*
-in huey's result store. The API waits for that outcome up to ``PZONE_PROCESSING_WAIT_S`` (a blocking wait in a
-threadpool thread, never on the event loop) and answers as before: the stored photo, or the refusal's 4xx with the
+in huey's result store. The API waits for that outcome up to ``PZONE_PROCESSING_WAIT_S`` (on the event loop: a BLPOP
+over an asyncio Redis connection, so that a waiting upload holds no thread of the API's threadpool, and uploads
+waiting on a slow worker never hold up other requests) and answers as before: the stored photo, or the refusal's 4xx with the
 row and objects already removed by the worker. No outcome in time: 202 with status ``processing``; the client polls
 ``GET /api/photos/{id}`` or asks ``POST .../complete`` again, which waits for the same job (its id is derived from
 the photo id) and so still learns a refusal's reason.
@@ -30,15 +31,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huey import Huey, MemoryHuey, RedisExpireHuey
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
-from huey.exceptions import HueyException, ResultTimeout, TaskException
+from huey.exceptions import HueyException, TaskException
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from pzone.db.models import Photo, User
 from pzone.storage import LocalObjectStore, S3ObjectStore
@@ -52,6 +54,9 @@ from pzone_api.intake import (
     process_staged,
 )
 from pzone_api.settings import Settings
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 logger = logging.getLogger("pzone.api.processing")
 
@@ -72,9 +77,13 @@ class PhotoQueue:
     same name on both sides; only the worker (or immediate mode) ever executes it.
     """
 
-    def __init__(self, huey: Huey, settings: Settings, engine: Engine, store: Store) -> None:
+    def __init__(
+        self, huey: Huey, settings: Settings, engine: Engine, store: Store, redis_url: str | None = None
+    ) -> None:
         self.huey, self.settings, self.engine, self.store = huey, settings, engine, store
         self._task: TaskWrapper = huey.task(name="process_photo")(self._process)
+        self._redis_url = redis_url  # the queue's Redis, for waits on the event loop (None: immediate mode)
+        self._async_redis: redis.asyncio.Redis | None = None
 
     @property
     def immediate(self) -> bool:
@@ -88,25 +97,61 @@ class PhotoQueue:
         """
         self.huey.enqueue(self._task.s(photo_id, claim, direct, id=job_id(photo_id)))
 
-    def wait(self, photo_id: str, timeout_s: float) -> Outcome | None:
-        """The job's outcome, waiting up to ``timeout_s`` for it (0: do not wait); None if there is none yet."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                value = self.huey.result(
-                    job_id(photo_id), blocking=timeout_s > 0, timeout=timeout_s or None, preserve=True
-                )
-                break
-            except ResultTimeout:
-                # huey returns after one notification even when it was an older job's (whose outcome is gone):
-                # wait on for the rest of the time. Each turn blocks, or takes one notification out: no spinning.
-                timeout_s = deadline - time.monotonic()
-                if timeout_s <= 0.001:
-                    return None
-            except TaskException as exc:  # the job itself failed outside its own error handling
-                logger.error("photo job %s failed: %s", photo_id, exc.metadata.get("error"))
-                return _outcome(photo_id, None, _FAILED)
+    def outcome(self, photo_id: str) -> Outcome | None:
+        """The job's outcome if it is there (kept until :meth:`forget`), else None; never waits."""
+        try:
+            value = self.huey.result(job_id(photo_id), preserve=True)
+        except TaskException as exc:  # the job itself failed outside its own error handling
+            logger.error("photo job %s failed: %s", photo_id, exc.metadata.get("error"))
+            return _outcome(photo_id, None, _FAILED)
         return value if isinstance(value, Mapping) else None
+
+    async def until_ready(self, photo_id: str, timeout_s: float) -> bool:
+        """True once the job's outcome is in the result store, False when ``timeout_s`` passed first.
+
+        Waits on the event loop: BLPOP on huey's notification key for the job (``notify_result``) over an asyncio
+        Redis connection, then a look at the result itself, so no thread waits. In immediate mode the job ran
+        inside ``enqueue`` already: nothing to wait for. A Redis error ends the wait (the client gets 202 and asks
+        again) rather than failing the request.
+        """
+        job = job_id(photo_id)
+        storage = self.huey.storage
+        if self._redis_url is None:
+            return bool(storage.has_data_for_key(job))
+        client = self._redis()
+        result_key = storage.result_key  # RedisExpireStorage: one key per result; RedisStorage: one hash
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if callable(result_key):
+                    ready = await client.exists(result_key(job))
+                else:
+                    ready = await client.hexists(result_key, job)
+                if ready:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.001:
+                    return False
+                # Wakes on this job's notification, or an older job's of the same photo: then look again. Each
+                # turn blocks, or takes one notification out: no spinning.
+                await client.blpop([storage.notify_prefix + job], timeout=remaining)
+        except Exception as exc:  # redis.exceptions.RedisError, OSError: as huey's own wait, give up waiting
+            logger.warning("waiting for photo %s: %s", photo_id, exc)
+            return False
+
+    def _redis(self) -> redis.asyncio.Redis:
+        """The asyncio client, made on first use (inside the running event loop, whose sockets it keeps)."""
+        if self._async_redis is None:
+            import redis.asyncio
+
+            assert self._redis_url is not None
+            self._async_redis = redis.asyncio.Redis.from_url(
+                self._redis_url,
+                socket_timeout=None,  # BLPOP blocks for up to the whole wait
+                socket_connect_timeout=5,
+                health_check_interval=30,
+            )
+        return self._async_redis
 
     def forget(self, photo_id: str) -> None:
         """Drop a delivered outcome: asking again then gets 409 already_completed, as before the queue."""
@@ -122,6 +167,14 @@ class PhotoQueue:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.huey.storage.close()
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (in the event loop that made it) and the huey storage."""
+        client, self._async_redis = self._async_redis, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self.close()
 
     # --- the job ---------------------------------------------------------------------------------------------------
     def _process(
@@ -279,17 +332,19 @@ def photo_queue_from_settings(settings: Settings, engine: Engine, store: Store) 
     name = settings.processing_queue_name
     if settings.processing_in_api:
         huey: Huey = MemoryHuey(name, immediate=True)
+        redis_url = None
     else:
         if settings.redis_url is None:
             raise ValueError("PZONE_PROCESSING_IMMEDIATE=false needs PZONE_REDIS_URL for the queue")
+        redis_url = settings.redis_url.get_secret_value()
         huey = RedisExpireHuey(
             name,
-            url=settings.redis_url.get_secret_value(),
+            url=redis_url,
             expire_time=settings.processing_result_ttl_s,
             notify_result=True,
             notify_result_ttl=max(60, int(settings.processing_wait_s) + 10),
         )
-    return PhotoQueue(huey, settings, engine, store)
+    return PhotoQueue(huey, settings, engine, store, redis_url)
 
 
 # --- the API's side ------------------------------------------------------------------------------------------------
@@ -298,7 +353,7 @@ def new_claim() -> str:
     return secrets.token_hex(8)
 
 
-def complete(
+async def complete(
     session: Session, store: Store, settings: Settings, queue: PhotoQueue, user_id: str, photo_id: str
 ) -> Photo:
     """``POST /api/photos/{id}/complete``: claim the photo, enqueue its job, wait for the worker's outcome.
@@ -306,12 +361,22 @@ def complete(
     Returns the photo, stored, or still ``processing`` when the worker did not answer in time; raises the
     refusal's :class:`IntakeError` (the worker has removed the row and its objects by then; or, for 409
     ``not_uploaded``, put the photo back to "awaiting_upload"), or a 401 one when the session's user is inactive.
-    Blocks up to ``PZONE_PROCESSING_WAIT_S``: call it from a worker thread, never on the event loop.
-    The usual case costs the API one UPDATE and the queue's round trips; the store is not asked anything here.
+    The database and queue calls run in the threadpool, the wait (up to ``PZONE_PROCESSING_WAIT_S``) on the event
+    loop. The usual case costs the API one UPDATE and the queue's round trips; the store is not asked anything here.
     """
-    if claim_upload(session, user_id, photo_id):
-        return enqueue_and_wait(session, settings, queue, photo_id, direct=True)
-    return _complete_unclaimed(session, settings, queue, user_id, photo_id, settings.processing_wait_s)
+    claim = await run_in_threadpool(_claim_and_enqueue, session, queue, user_id, photo_id)
+    if claim is not None:
+        return await await_processing(session, settings, queue, photo_id, claim)
+    return await _complete_unclaimed(session, settings, queue, user_id, photo_id, settings.processing_wait_s)
+
+
+def _claim_and_enqueue(session: Session, queue: PhotoQueue, user_id: str, photo_id: str) -> str | None:
+    """The claim's token when this request moved the photo to "processing" and enqueued its job, else None."""
+    if not claim_upload(session, user_id, photo_id):
+        return None
+    claim = new_claim()
+    queue.enqueue(photo_id, claim, direct=True)
+    return claim
 
 
 @dataclass(frozen=True)
@@ -323,7 +388,7 @@ class Completion:
     refusal: IntakeError | None = None
 
 
-def complete_many(
+async def complete_many(
     session: Session,
     store: Store,
     settings: Settings,
@@ -335,27 +400,25 @@ def complete_many(
 
     One guarded UPDATE claims every photo that awaits its upload, and all their jobs are enqueued before the first
     wait (a worker with several threads, or several workers, runs them side by side); the outcomes are then
-    collected in order within one ``PZONE_PROCESSING_WAIT_S`` for the whole batch (202 processing past it). A refused photo does not stop the others (its row and objects
-    are removed as for a single complete); only a gone or inactive user (401) refuses the whole batch.
+    collected in order within one ``PZONE_PROCESSING_WAIT_S`` for the whole batch (202 processing past it). A
+    refused photo does not stop the others (its row and objects are removed as for a single complete); only a gone
+    or inactive user (401) refuses the whole batch.
     """
     check_batch_size(settings, len(photo_ids))
     if len(set(photo_ids)) != len(photo_ids):
         raise IntakeError(422, "duplicate_ids", "each photo id may appear once in a batch")
-    claimed = claim_uploads(session, user_id, photo_ids)
-    claims: dict[str, str] = {}
-    for photo_id in photo_ids:
-        if photo_id in claimed:
-            claims[photo_id] = new_claim()
-            queue.enqueue(photo_id, claims[photo_id], direct=True)
+    claims = await run_in_threadpool(_claim_and_enqueue_many, session, queue, user_id, photo_ids)
     deadline = time.monotonic() + settings.processing_wait_s
     results: list[Completion] = []
     for photo_id in photo_ids:
         wait_s = max(deadline - time.monotonic(), 0.001)
         try:
             if photo_id in claims:
-                photo = await_processing(session, settings, queue, photo_id, claims[photo_id], wait_s=wait_s)
+                photo = await await_processing(
+                    session, settings, queue, photo_id, claims[photo_id], wait_s=wait_s
+                )
             else:
-                photo = _complete_unclaimed(session, settings, queue, user_id, photo_id, wait_s)
+                photo = await _complete_unclaimed(session, settings, queue, user_id, photo_id, wait_s)
         except IntakeError as exc:
             if exc.code == NOT_AUTHENTICATED:
                 raise
@@ -365,39 +428,69 @@ def complete_many(
     return results
 
 
-def _complete_unclaimed(
+def _claim_and_enqueue_many(
+    session: Session, queue: PhotoQueue, user_id: str, photo_ids: Sequence[str]
+) -> dict[str, str]:
+    """Claim every photo that awaits its upload and enqueue its job; returns each claimed photo's token."""
+    claimed = claim_uploads(session, user_id, photo_ids)
+    claims: dict[str, str] = {}
+    for photo_id in photo_ids:
+        if photo_id in claimed:
+            claims[photo_id] = new_claim()
+            queue.enqueue(photo_id, claims[photo_id], direct=True)
+    return claims
+
+
+async def _complete_unclaimed(
     session: Session, settings: Settings, queue: PhotoQueue, user_id: str, photo_id: str, wait_s: float
 ) -> Photo:
     """A photo that the claim did not move: find out why (the rare paths), or wait for its running job."""
+    answer = await run_in_threadpool(_unclaimed_answer, session, queue, user_id, photo_id)
+    if answer is not None:
+        return answer
+    return await await_processing(session, settings, queue, photo_id, wait_s=wait_s)
+
+
+def _unclaimed_answer(session: Session, queue: PhotoQueue, user_id: str, photo_id: str) -> Photo | None:
+    """The answer for a photo the claim did not move (or its refusal, raised); None while its job still runs."""
     user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise IntakeError(401, NOT_AUTHENTICATED, "Session expired or invalid: log in again.")
     photo = session.get(Photo, photo_id)
     if photo is not None and photo.user_id != user_id:
         raise IntakeError(404, "not_found", "no such photo")  # another user's photo is not even acknowledged
-    if photo is None or photo.status != "processing":
-        # A job may have finished after an earlier request stopped waiting: its outcome answers this one.
-        outcome = queue.wait(photo_id, 0)
-        if outcome is not None and outcome.get("user_id") == user_id:
-            return _deliver(session, queue, photo_id, outcome, None)
-        if photo is None:
-            raise IntakeError(404, "not_found", "no such photo")
-        if photo.status == "awaiting_upload":  # put back just now by a job that found nothing uploaded
-            raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)")
-        raise IntakeError(409, "already_completed", "this photo was already completed")
-    return await_processing(session, settings, queue, photo_id, wait_s=wait_s)
+    if photo is not None and photo.status == "processing":
+        session.commit()  # no transaction (and no pooled connection) is held while waiting
+        return None
+    # A job may have finished after an earlier request stopped waiting: its outcome answers this one.
+    outcome = queue.outcome(photo_id)
+    if outcome is not None and outcome.get("user_id") == user_id:
+        return _deliver(session, queue, photo_id, outcome, None)
+    if photo is None:
+        raise IntakeError(404, "not_found", "no such photo")
+    if photo.status == "awaiting_upload":  # put back just now by a job that found nothing uploaded
+        raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)")
+    raise IntakeError(409, "already_completed", "this photo was already completed")
 
 
-def enqueue_and_wait(
+async def enqueue_and_wait(
     session: Session, settings: Settings, queue: PhotoQueue, photo_id: str, *, direct: bool = False
 ) -> Photo:
     """Enqueue the job of a photo this request moved to "processing", and wait for it (:func:`await_processing`)."""
     claim = new_claim()
-    queue.enqueue(photo_id, claim, direct=direct)
-    return await_processing(session, settings, queue, photo_id, claim)
+    await run_in_threadpool(_commit_and_enqueue, session, queue, photo_id, claim, direct)
+    return await await_processing(session, settings, queue, photo_id, claim)
 
 
-def await_processing(
+def _commit_and_enqueue(session: Session, queue: PhotoQueue, photo_id: str, claim: str, direct: bool) -> None:
+    session.commit()  # no transaction (and no pooled connection) is held while waiting
+    queue.enqueue(photo_id, claim, direct=direct)  # immediate mode: the job runs here, in this worker thread
+
+
+_STALE = "stale"  # _collect: an older job's outcome, dropped; wait on
+
+
+async def await_processing(
     session: Session,
     settings: Settings,
     queue: PhotoQueue,
@@ -406,26 +499,43 @@ def await_processing(
     *,
     wait_s: float | None = None,
 ) -> Photo:
-    """Wait for a photo's job (enqueued already) and return the stored photo, or the photo still processing.
+    """Wait for a photo's job (enqueued already, no transaction open) and return the stored photo, or the photo
+    still processing.
 
     ``claim``: the token this request enqueued with. An outcome of an earlier job of the same photo may still be
     waiting (a "not uploaded" that nobody collected, the client having given up after a 202); with another token
-    it is stale, and skipped. ``wait_s``: at most this long (default ``PZONE_PROCESSING_WAIT_S``).
+    it is stale, and skipped. ``wait_s``: at most this long (default ``PZONE_PROCESSING_WAIT_S``). The wait is on
+    the event loop (:meth:`PhotoQueue.until_ready`); collecting the outcome takes one trip to the threadpool.
     """
-    session.commit()  # no transaction (and no pooled connection) is held while waiting
     wait_s = settings.processing_wait_s if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
-    outcome = queue.wait(photo_id, wait_s)
-    while (
-        outcome is not None
-        and claim is not None
+    while await queue.until_ready(photo_id, max(deadline - time.monotonic(), 0.0)):
+        collected = await run_in_threadpool(_collect, session, queue, photo_id, claim)
+        if isinstance(collected, Photo):
+            return collected
+        if time.monotonic() >= deadline:
+            break
+        # stale, or collected meanwhile by another request: wait on for this job's own outcome
+    return await run_in_threadpool(_still_processing, session, photo_id)
+
+
+def _collect(session: Session, queue: PhotoQueue, photo_id: str, claim: str | None) -> Photo | str | None:
+    """The ready outcome delivered (the photo, or the refusal raised); ``_STALE`` for an older job's outcome
+    (dropped); None when it is gone (another request collected it)."""
+    outcome = queue.outcome(photo_id)
+    if outcome is None:
+        return None
+    if (
+        claim is not None
         and outcome.get("code") == "not_uploaded"
         and outcome.get("claim") not in (None, claim)
     ):
         queue.forget(photo_id)
-        outcome = queue.wait(photo_id, max(deadline - time.monotonic(), 0.001))
-    if outcome is not None:
-        return _deliver(session, queue, photo_id, outcome, claim)
+        return _STALE
+    return _deliver(session, queue, photo_id, outcome, claim)
+
+
+def _still_processing(session: Session, photo_id: str) -> Photo:
     photo = session.get(Photo, photo_id, populate_existing=True)
     if photo is None:  # refused meanwhile, and the outcome went to another request
         raise IntakeError(404, "not_found", "no such photo")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from pzone.db.models import Photo, PhotoLabel
 from pzone.labels import measured_of
@@ -33,7 +34,7 @@ from pzone_api.intake import (
     create_uploads,
     stage_upload,
 )
-from pzone_api.processing import complete, complete_many, enqueue_and_wait
+from pzone_api.processing import Completion, complete, complete_many, enqueue_and_wait
 
 router = APIRouter(prefix="/api/photos", tags=["photos"])
 
@@ -228,7 +229,7 @@ def create_photos(
 
 
 @router.post("/batch/complete", dependencies=[Depends(require_csrf)])
-def complete_photos(
+async def complete_photos(
     body: PhotoBatchComplete,
     session: CurrentSession,
     db: DbDep,
@@ -238,9 +239,13 @@ def complete_photos(
 ) -> PhotoBatchCompleted:
     """Finish several direct uploads at once: each photo is answered on its own, as its single complete would be."""
     try:
-        done = complete_many(db, store, settings, queue, session.user_id, body.ids)
+        done = await complete_many(db, store, settings, queue, session.user_id, body.ids)
     except IntakeError as exc:
         raise _raise(exc) from None
+    return await run_in_threadpool(_completed, done, store)  # presigning may refresh credentials (I/O)
+
+
+def _completed(done: list[Completion], store: Store) -> PhotoBatchCompleted:
     items = []
     for item in done:
         if item.refusal is not None:
@@ -263,7 +268,7 @@ PROCESSING_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/upload", status_code=201, dependencies=[Depends(require_csrf)], responses=PROCESSING_RESPONSES)
-def upload_photo(
+async def upload_photo(
     response: Response,
     session: CurrentSession,
     db: DbDep,
@@ -277,7 +282,8 @@ def upload_photo(
 ) -> PhotoOut:
     """Upload in one multipart request (simple clients): streamed to the store, then checked like a direct upload."""
     try:
-        staged = stage_upload(
+        staged = await run_in_threadpool(
+            stage_upload,
             db,
             store,
             settings,
@@ -288,16 +294,16 @@ def upload_photo(
             zone_id=zone_id,
             taken_at=taken_at,
         )
-        photo = enqueue_and_wait(db, settings, queue, staged.id)
+        photo = await enqueue_and_wait(db, settings, queue, staged.id)
     except IntakeError as exc:
         raise _raise(exc) from None
     if photo.status == "processing":
         response.status_code = 202
-    return photo_out(photo, store)
+    return await run_in_threadpool(photo_out, photo, store)
 
 
 @router.post("/{photo_id}/complete", dependencies=[Depends(require_csrf)], responses=PROCESSING_RESPONSES)
-def complete_photo(
+async def complete_photo(
     photo_id: str,
     response: Response,
     session: CurrentSession,
@@ -308,15 +314,16 @@ def complete_photo(
 ) -> PhotoOut:
     """Finish a direct upload: the object is checked, stored once, thumbnailed and classified by the photo worker.
 
-    A sync route: FastAPI runs it in its threadpool, so the wait for the worker never blocks the event loop.
+    The database work runs in the threadpool and the wait for the worker on the event loop: uploads waiting on a
+    slow worker hold no thread, so they never hold up other requests.
     """
     try:
-        photo = complete(db, store, settings, queue, session.user_id, photo_id)
+        photo = await complete(db, store, settings, queue, session.user_id, photo_id)
     except IntakeError as exc:
         raise _raise(exc) from None
     if photo.status == "processing":
         response.status_code = 202
-    return photo_out(photo, store)
+    return await run_in_threadpool(photo_out, photo, store)
 
 
 @router.get("")
