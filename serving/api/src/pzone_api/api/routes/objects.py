@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from pzone.storage import InvalidSignature, LocalObjectStore, ObjectNotFound, ObjectTooLarge
 from pzone_api.api.deps import StoreDep
@@ -49,7 +50,8 @@ async def put_object(key: str, request: Request, store: StoreDep) -> Response:
             spool.write(chunk)
         spool.seek(0)
         try:
-            local.put_stream(key, spool, content_type, max_bytes=grant.max_bytes)
+            # copy and fsync in the threadpool: on the event loop they would stall every other request meanwhile
+            await run_in_threadpool(local.put_stream, key, spool, content_type, max_bytes=grant.max_bytes)
         except ObjectTooLarge:
             raise HTTPException(413, detail={"code": "too_large", "reason": "upload too large"}) from None
     return Response(status_code=204)
