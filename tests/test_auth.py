@@ -6,6 +6,8 @@ per test (removed afterwards, never FLUSHALL).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -489,6 +491,46 @@ def test_sql_store_purges_expired_rows_on_new_sessions(sqlite_url: str) -> None:
     long.delete(new_token)
     assert long.get(new_token) is None
     engine.dispose()
+
+
+def test_the_event_loop_lookup_answers_as_the_blocking_one(sqlite_url: str, redis_prefix: str) -> None:
+    """``aget`` (every signed-in request's lookup, on the event loop) and ``get`` agree on every kind of token."""
+    import redis.asyncio
+
+    user_id = create_user_in_db(sqlite_url, "ana@example.com", PASSWORD)
+    client = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    engine = create_engine(sqlite_url)
+
+    async def lookups() -> list[tuple[Any, Any, Any]]:
+        async_client = redis.asyncio.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+        on_loop = RedisSessionStore(client, 3600, redis_prefix, async_client)
+        in_thread = RedisSessionStore(client, 3600, redis_prefix)  # no asyncio client: aget takes a thread
+        sql = SqlSessionStore(engine, 3600)
+        token, _ = on_loop.create(user_id)
+        sql_token, _ = sql.create(user_id)
+        damaged, expired = "d" * 43, "e" * 43
+        client.set(on_loop.key(damaged), "{not json", ex=60)
+        gone = {"user_id": user_id, "csrf_token": "c", "expires_at": "2001-01-01T00:00:00+00:00"}
+        client.set(on_loop.key(expired), json.dumps(gone), ex=60)
+        answers = []
+        for candidate in (token, sql_token, damaged, expired, "unknown", "x" * 500, ""):
+            answers.append(
+                (on_loop.get(candidate), await on_loop.aget(candidate), await in_thread.aget(candidate))
+            )
+            answers.append((sql.get(candidate), await sql.aget(candidate), sql.get(candidate)))
+        await async_client.aclose()
+        return answers
+
+    try:
+        answers = asyncio.run(lookups())
+    finally:
+        client.close()
+        engine.dispose()
+    assert all(blocking == on_loop == other for blocking, on_loop, other in answers), answers
+    found = [blocking for blocking, _, _ in answers if blocking is not None]
+    assert len(found) == 2 and {f.user_id for f in found} == {
+        user_id
+    }  # each store knows its own session only
 
 
 @pytest.mark.slow

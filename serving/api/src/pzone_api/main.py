@@ -39,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await retry
             await app.state.photo_queue.aclose()
+            backends = getattr(app.state, "auth_backends", None)
+            if backends is not None:
+                await backends.aclose()
             app.state.engine.dispose()
 
     app = FastAPI(

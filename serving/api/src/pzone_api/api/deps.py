@@ -54,8 +54,10 @@ PhotoQueueDep = Annotated[PhotoQueue, Depends(get_photo_queue)]
 
 # --- auth (sessions, current user, roles, CSRF) ------------------------------------------------------------------------
 # Imports of this section stay here so that the section can grow without touching the file's head.
+import contextlib  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
 from fastapi import HTTPException, status  # noqa: E402
 
@@ -66,6 +68,7 @@ from pzone_api.sessions import (  # noqa: E402
     DEFAULT_REDIS_PREFIX,
     SessionData,
     SessionStore,
+    async_redis_client_from_settings,
     redis_client_from_settings,
     session_store_from_settings,
 )
@@ -83,6 +86,12 @@ class AuthBackends:
     engine: Engine
     sessions: SessionStore
     limiter: LoginLimiter
+    async_redis: Any = None  # redis.asyncio.Redis of the session lookups, closed with the app (aclose)
+
+    async def aclose(self) -> None:
+        if self.async_redis is not None:
+            with contextlib.suppress(Exception):
+                await self.async_redis.aclose()
 
 
 _auth_backends_lock = threading.Lock()
@@ -104,12 +113,18 @@ async def get_auth_backends(request: Request) -> AuthBackends:
                 settings: Settings = state.settings
                 prefix: str = getattr(state, "redis_key_prefix", DEFAULT_REDIS_PREFIX)
                 client = redis_client_from_settings(settings)
+                async_client = async_redis_client_from_settings(settings)
                 backends = AuthBackends(
                     engine=engine,
                     sessions=session_store_from_settings(
-                        settings, engine, redis_client=client, redis_prefix=prefix
+                        settings,
+                        engine,
+                        redis_client=client,
+                        redis_prefix=prefix,
+                        async_redis_client=async_client,
                     ),
                     limiter=login_limiter_from_settings(settings, redis_client=client, redis_prefix=prefix),
+                    async_redis=async_client,
                 )
                 state.auth_backends = backends
     return backends
@@ -151,16 +166,17 @@ def check_csrf(request: Request, session: SessionData) -> None:
         )
 
 
-def current_session(request: Request, sessions: SessionStoreDep) -> SessionData:
+async def current_session(request: Request, sessions: SessionStoreDep) -> SessionData:
     """The session of the ``pzone_session`` cookie (401 when missing, unknown or expired).
 
     For unsafe methods (POST, PUT, PATCH, DELETE) the CSRF header is checked too (403), so every authenticated
-    mutating route is protected even if it forgets :data:`CsrfChecked`.
+    mutating route is protected even if it forgets :data:`CsrfChecked`. Async: on Redis the lookup is an asyncio
+    read on the event loop, in SQL one trip to the threadpool.
     """
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Not authenticated: log in first.")
-    session = sessions.get(token)
+    session = await sessions.aget(token)
     if session is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Session expired or invalid: log in again.")
     check_csrf(request, session)
