@@ -80,6 +80,24 @@ def test_workers_one_per_core_of_the_budget_and_threads_shared_among_them() -> N
 
 
 @pytest.mark.unit
+def test_classify_is_left_out_of_tracing_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenTelemetry's ASGI middleware costs /classify about half its per-request CPU with nothing sampled."""
+    from opentelemetry.util.http import ExcludeList
+
+    from pzone_model.service import PZoneTilt, tracing_config
+
+    monkeypatch.delenv("PZONE_MODEL_TRACE_CLASSIFY", raising=False)
+    config = tracing_config()
+    excluded = ExcludeList(config["excluded_urls"].split(","))
+    assert excluded.url_disabled("http://127.0.0.1:3000/classify")
+    for traced in ("/predict_batch", "/readyz", "/livez", "/metrics"):
+        assert not excluded.url_disabled(f"http://127.0.0.1:3000{traced}"), traced
+    assert PZoneTilt.config["tracing"] == config  # the service is declared with it
+    monkeypatch.setenv("PZONE_MODEL_TRACE_CLASSIFY", "true")
+    assert tracing_config() == {}
+
+
+@pytest.mark.unit
 def test_a_worker_forgets_the_serving_gauge_of_dead_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,6 +121,16 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def tracing_config() -> dict[str, Any]:
+    """BentoML's tracing settings: ``/classify`` is left out of OpenTelemetry unless ``PZONE_MODEL_TRACE_CLASSIFY``.
+
+    Its ASGI middleware costs more than half a millisecond of CPU per request even when nothing is sampled
+    (BentoML's default sample rate is 0), about half of a single-image request's own cost; the rest of the
+    endpoints (health, metrics, predict_batch) keep it. Read when the class below is defined, as ``workers``.
+    """
+    return {} if Settings().model_trace_classify else {"excluded_urls": "classify"}
+
+
 def configured_workers() -> int:
     """How many worker processes BentoML starts: ``PZONE_MODEL_WORKERS``, else one per core of the CPU limit (at
     most 4). Read when the class below is defined, because BentoML takes ``workers`` from its decorator."""
@@ -190,6 +200,7 @@ classify_app = Starlette(routes=[Route("/classify", _classify_route, methods=["P
     # No max_concurrency: /classify calls predict_batch through the server itself and would take two slots.
     traffic={"timeout": REQUEST_TIMEOUT_S},
     workers=configured_workers(),
+    tracing=tracing_config(),
 )
 class PZoneTilt:
     # The model a Bento build packs (the store's newest pzone-tilt: the package stage keeps it the champion).
