@@ -390,6 +390,64 @@ def test_s3_presigned_urls_use_the_public_endpoint(s3_server: MotoServer) -> Non
     assert from_settings.presign_get("originals/ab/public.jpg").startswith(public + "/")
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"endpoint_url": "http://127.0.0.1:9000", "region": "us-east-1"},  # path style (moto, MinIO)
+        {"region": "us-east-1"},  # AWS, virtual-hosted, the global endpoint
+        {"region": "eu-west-1"},
+        {"region": "ap-southeast-2"},
+        {
+            "endpoint_url": "http://minio:9000",
+            "region": "us-east-1",
+            "public_endpoint_url": "https://s3.example.org",
+        },
+    ],
+    ids=["path-style", "aws-us-east-1", "aws-eu-west-1", "aws-ap-southeast-2", "public-endpoint"],
+)
+@pytest.mark.parametrize("session_token", [None, "FQoGZXIvYXdzEJr//example-session-token=="])
+def test_presigned_urls_are_botocores_byte_for_byte(
+    options: dict[str, str], session_token: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store signs with botocore's S3SigV4QueryAuth and an endpoint resolved once: at one instant its URLs must
+    be exactly what ``generate_presigned_url`` makes (moto checks no signature, so this is the check that counts)."""
+    import datetime
+
+    import botocore.auth
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    if session_token:  # temporary credentials (instance, task or IRSA roles) carry a token in the URL
+        monkeypatch.setenv("AWS_SESSION_TOKEN", session_token)
+    else:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(
+        botocore.auth, "get_current_datetime", lambda: datetime.datetime(2026, 12, 2, 1, 2, 3)
+    )
+    store = S3ObjectStore("pzone-photos", **options)  # type: ignore[arg-type]
+    signer = store.presign_client
+    for key in ("originals/ab/" + "c" * 64 + ".jpg", "derivatives/thumb/ab/x-1_2.jpg", "uploads/0f1e"):
+        for expires_s in (1, 900, 7 * 24 * 3600):
+            ours = store.presign_get(key, expires_s)
+            assert ours == signer.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": "pzone-photos", "Key": key},
+                ExpiresIn=expires_s,
+                HttpMethod="GET",
+            )
+            for content_type in ("image/jpeg", "image/png"):
+                ours = store.presign_put(key, content_type, max_bytes=MiB, expires_s=expires_s)
+                assert ours == signer.generate_presigned_url(
+                    "put_object",
+                    Params={"Bucket": "pzone-photos", "Key": key, "ContentType": content_type},
+                    ExpiresIn=expires_s,
+                    HttpMethod="PUT",
+                )
+    if session_token:
+        assert "X-Amz-Security-Token=" in store.presign_get("uploads/0f1e")
+
+
 @pytest.mark.integration
 def test_s3_presigned_put_size_is_rechecked_on_completion(s3_store: S3ObjectStore) -> None:
     """A presigned PUT cannot carry a maximum size: the completion check deletes an oversized upload."""
