@@ -24,6 +24,7 @@ Queues:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -134,7 +135,11 @@ class PhotoQueue:
                     return False
                 # Wakes on this job's notification, or an older job's of the same photo: then look again. Each
                 # turn blocks, or takes one notification out: no spinning.
-                await client.blpop([storage.notify_prefix + job], timeout=remaining)
+                # Bounded here too: the connection has no socket timeout (BLPOP blocks), and a silently dead one
+                # must not hold the request past its wait.
+                await asyncio.wait_for(
+                    client.blpop([storage.notify_prefix + job], timeout=remaining), remaining + 5.0
+                )
         except Exception as exc:  # redis.exceptions.RedisError, OSError: as huey's own wait, give up waiting
             logger.warning("waiting for photo %s: %s", photo_id, exc)
             return False
