@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from pzone.db.engine import make_engine
 from pzone.storage import LocalObjectStore
@@ -31,10 +32,11 @@ from tests.support.api import (
     delete_queue_keys,
     photo_worker_process,
     random_queue_name,
+    signup,
 )
 from tests.support.services import free_port
 from tests.test_photo_batches import statuses
-from tests.test_photos import photo_bytes, worker_env
+from tests.test_photos import direct_upload, photo_bytes, queued_app, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 queued = single.queued
@@ -119,13 +121,17 @@ def test_uploads_waiting_on_a_stopped_worker_do_not_hold_up_other_requests(queue
         ]
         assert all(a.json()["status"] == "processing" for a in answers)
 
-        # A worker starts: asking again waits for the same jobs and gets the stored photos.
-        with (
-            photo_worker_process(worker_env(queued), Path(queued["log"]), workers=2),
-            ThreadPoolExecutor(8) as again,
-        ):
+        # A worker starts and finishes the queued jobs; asking again then collects each outcome: the stored photo.
+        with photo_worker_process(worker_env(queued), Path(queued["log"]), workers=2):
+            deadline = time.monotonic() + 120
+            while set(statuses(queued["db"]).values()) != {"stored"}:
+                assert time.monotonic() < deadline, Path(queued["log"]).read_text()[-2000:]
+                time.sleep(0.2)
+        with ThreadPoolExecutor(8) as again:
             done = list(again.map(lambda p: uploader.post(f"/api/photos/{p}/complete", headers=headers), ids))
-        assert [d.status_code for d in done] == [200] * WAITING, Path(queued["log"]).read_text()[-2000:]
+        assert [d.status_code for d in done] == [200] * WAITING, [
+            d.text for d in done if d.status_code != 200
+        ]
         assert set(statuses(queued["db"]).values()) == {"stored"}
 
 
@@ -206,3 +212,52 @@ def test_the_embedded_queue_never_waits(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     queue.huey.storage.put_data(job_id("p1"), b"outcome", is_result=True)
     assert asyncio.run(queue.until_ready("p1", 30.0)) is True
+
+
+def test_asking_again_as_the_worker_finishes_gets_the_photo_not_409(
+    queued: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job commits the stored photo, then huey writes its outcome: a complete in between (the web UI asking
+    again after a 202) must wait for that outcome and answer 200, not "already completed"."""
+    import pzone_api.processing as processing
+
+    app = queued_app(queued, processing_wait_s=0.5)
+    with TestClient(app) as client:
+        csrf = signup(client, "race@example.com", "correct horse battery")
+        headers = {"X-CSRF-Token": csrf}
+        first, second = (direct_upload(client, csrf, photo_bytes((80 + i, 60))) for i in range(2))
+        assert first.status_code == second.status_code == 202
+        ids = [first.json()["id"], second.json()["id"]]
+        with photo_worker_process(worker_env(queued), Path(queued["log"])):
+            deadline = time.monotonic() + 60
+            while {client.get(f"/api/photos/{p}").json()["status"] for p in ids} != {"stored"}:
+                assert time.monotonic() < deadline, Path(queued["log"]).read_text()[-2000:]
+                time.sleep(0.1)
+        storage = app.state.photo_queue.huey.storage
+        # Back to the moment between the job's commit and its result: stored, no outcome yet.
+        outcomes = {}
+        for photo_id in ids:
+            outcomes[photo_id] = storage.peek_data(job_id(photo_id))
+            storage.delete_data(job_id(photo_id))
+            storage.conn.delete(storage.notify_prefix + job_id(photo_id))
+
+        def leave_outcome() -> None:  # what huey does right after the job returns
+            time.sleep(0.5)
+            storage.put_data(job_id(ids[0]), outcomes[ids[0]], is_result=True)
+
+        writer = threading.Thread(target=leave_outcome)
+        writer.start()
+        started = time.monotonic()
+        answer = client.post(f"/api/photos/{ids[0]}/complete", headers=headers)
+        writer.join()
+        assert answer.status_code == 200 and answer.json()["status"] == "stored", answer.text
+        assert time.monotonic() - started >= 0.4  # it did wait for the outcome
+        started = time.monotonic()
+        twice = client.post(f"/api/photos/{ids[0]}/complete", headers=headers)
+        assert twice.status_code == 409 and twice.json()["detail"]["code"] == "already_completed"
+        assert time.monotonic() - started < processing.FINISHING_GRACE_S  # delivered: no wait for an outcome
+
+        # An outcome that never comes (expired, lost): 409 once the grace is over.
+        monkeypatch.setattr(processing, "FINISHING_GRACE_S", 0.3)
+        lost = client.post(f"/api/photos/{ids[1]}/complete", headers=headers)
+        assert lost.status_code == 409 and lost.json()["detail"]["code"] == "already_completed"

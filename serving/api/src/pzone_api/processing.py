@@ -159,9 +159,36 @@ class PhotoQueue:
         return self._async_redis
 
     def forget(self, photo_id: str) -> None:
-        """Drop a delivered outcome: asking again then gets 409 already_completed, as before the queue."""
+        """Drop a delivered outcome: asking again then gets 409 already_completed, as before the queue.
+
+        On Redis a marker says so for as long as an outcome would have stayed: a photo that is stored with no
+        outcome is then either delivered (the marker) or its job is still leaving it (huey writes a job's result
+        after the job's own commit), which :func:`_complete_unclaimed` waits for instead of answering 409.
+        """
         with contextlib.suppress(HueyException):
             self.huey.delete(job_id(photo_id))
+        if self._redis_url is not None:
+            with contextlib.suppress(
+                Exception
+            ):  # the marker only sharpens a 409; never fail a delivery for it
+                self.huey.storage.conn.set(
+                    self._delivered_key(photo_id), "1", ex=self.settings.processing_result_ttl_s
+                )
+
+    def delivered(self, photo_id: str) -> bool:
+        """Whether this photo's outcome was collected (:meth:`forget`); always so in immediate mode, where a job
+        has left its outcome before ``enqueue`` returns."""
+        if self._redis_url is None:
+            return True
+        try:
+            return bool(self.huey.storage.conn.exists(self._delivered_key(photo_id)))
+        except Exception:  # Redis trouble: answer as before the marker existed
+            return True
+
+    def _delivered_key(self, photo_id: str) -> str:
+        return (
+            f"huey.delivered.{self.huey.name}.{job_id(photo_id)}"  # huey.*<queue>* like the queue's own keys
+        )
 
     def consumer(self, workers: int = 1, *, in_thread: bool = False, **options: Any) -> Consumer:
         """A huey consumer of this queue with ``workers`` threads (``in_thread``: no signal handlers, for a
@@ -451,13 +478,26 @@ async def _complete_unclaimed(
 ) -> Photo:
     """A photo that the claim did not move: find out why (the rare paths), or wait for its running job."""
     answer = await run_in_threadpool(_unclaimed_answer, session, queue, user_id, photo_id)
-    if answer is not None:
+    if isinstance(answer, Photo):
         return answer
+    if answer == _FINISHING:
+        if await queue.until_ready(photo_id, min(wait_s, FINISHING_GRACE_S)):
+            collected = await run_in_threadpool(_collect, session, queue, photo_id, None)
+            if isinstance(collected, Photo):
+                return collected
+        raise IntakeError(409, "already_completed", "this photo was already completed")
     return await await_processing(session, settings, queue, photo_id, wait_s=wait_s)
 
 
-def _unclaimed_answer(session: Session, queue: PhotoQueue, user_id: str, photo_id: str) -> Photo | None:
-    """The answer for a photo the claim did not move (or its refusal, raised); None while its job still runs."""
+# A job commits the stored photo, returns, and huey then writes its outcome: a request in between finds the photo
+# stored and no outcome yet, and waits this long for it (it comes within milliseconds) rather than answer 409.
+FINISHING_GRACE_S = 5.0
+_RUNNING, _FINISHING = "running", "finishing"
+
+
+def _unclaimed_answer(session: Session, queue: PhotoQueue, user_id: str, photo_id: str) -> Photo | str:
+    """The answer for a photo the claim did not move (or its refusal, raised); ``_RUNNING`` while its job still
+    runs, ``_FINISHING`` when the job stored it and its outcome, not collected yet, is still on its way."""
     user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise IntakeError(401, NOT_AUTHENTICATED, "Session expired or invalid: log in again.")
@@ -466,7 +506,7 @@ def _unclaimed_answer(session: Session, queue: PhotoQueue, user_id: str, photo_i
         raise IntakeError(404, "not_found", "no such photo")  # another user's photo is not even acknowledged
     if photo is not None and photo.status == "processing":
         session.commit()  # no transaction (and no pooled connection) is held while waiting
-        return None
+        return _RUNNING
     # A job may have finished after an earlier request stopped waiting: its outcome answers this one.
     outcome = queue.outcome(photo_id)
     if outcome is not None and outcome.get("user_id") == user_id:
@@ -475,6 +515,9 @@ def _unclaimed_answer(session: Session, queue: PhotoQueue, user_id: str, photo_i
         raise IntakeError(404, "not_found", "no such photo")
     if photo.status == "awaiting_upload":  # put back just now by a job that found nothing uploaded
         raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)")
+    if photo.status == STORED and not queue.delivered(photo_id):
+        session.commit()
+        return _FINISHING
     raise IntakeError(409, "already_completed", "this photo was already completed")
 
 
