@@ -5,8 +5,10 @@ Three figures, all in one run on the same machine:
 - **the limit**: ONNX Runtime in this process, the same stored model through ``pzone_model.runtime.load_model``
   with the tier's thread count, batches of already letterboxed images (images/s, best batch size);
 - **the tier**: a real ``bentoml serve pzone_model.service:PZoneTilt`` subprocess (a private BentoML store, model
-  watcher off), one JPEG photo per ``POST /classify``, at several concurrency levels (closed loop), plus one
-  open-loop run at a constant arrival rate of about half the tier's peak for its latency under load;
+  watcher off), one photo per ``POST /classify`` sent as the web front sends it (``pzone.preprocess.model_input_png``:
+  the letterboxed square as an uncompressed PNG), at several concurrency levels (closed loop), plus one open-loop
+  run at a constant arrival rate of about half the tier's peak for its latency under load, and one closed-loop run
+  with the photo itself (a 640×480 JPEG, as a client other than the front may send) for comparison;
 - **the naive service**: FastAPI + uvicorn (one process) + the torch model in eval mode, one image per request,
   ``pzone.preprocess.load_square`` and ``pzone_training.models.predict`` (the same flip averaging), at the same
   concurrency levels.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import platform
@@ -50,6 +53,7 @@ import psutil  # noqa: E402
 from fastapi import FastAPI, File, UploadFile  # noqa: E402
 
 from benchmarks.lean_http import Connection, HTTPError, Pool, Response, encode_post  # noqa: E402
+from pzone.preprocess import model_input_png  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 ARCH = "tiny_cnn"
@@ -205,18 +209,19 @@ class Body:
 
 
 def multipart_bodies(photos: Sequence[bytes], per_request: int = 1) -> list[Body]:
-    """Pre-encoded multipart bodies of ``per_request`` photos each (field ``images``, as the API's client sends),
-    one starting at each photo: the load generator only writes bytes."""
+    """Pre-encoded multipart bodies of ``per_request`` images each (field ``images``, as the API's client sends),
+    one starting at each image: the load generator only writes bytes."""
     out = []
     for first in range(len(photos)):
         boundary = f"pzonebench{first:04d}{os.urandom(8).hex()}"
         content = b""
         for j in range(per_request):
             index = (first + j) % len(photos)
+            kind = "png" if photos[index].startswith(b"\x89PNG") else "jpeg"
             content += (
                 (
-                    f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{index}.jpg"\r\n'
-                    "Content-Type: image/jpeg\r\n\r\n"
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{index}.{kind}"\r\n'
+                    f"Content-Type: image/{kind}\r\n\r\n"
                 ).encode()
                 + photos[index]
                 + b"\r\n"
@@ -357,6 +362,7 @@ def servers(prepared: Prepared, threads: int, workers: int, workdir: Path) -> It
 
 def inprocess_section(
     prepared: Prepared,
+    inputs: Sequence[bytes],
     photos: Sequence[bytes],
     threads: int,
     workers: int,
@@ -381,7 +387,7 @@ def inprocess_section(
         load_model(Path(stored.path), str(stored.tag), version, threads * workers) if workers > 1 else None
     )
     size = model.meta.image_size
-    squares = [decode_image(p, size, 40_000_000) for p in photos]
+    squares = [decode_image(p, size, 40_000_000) for p in inputs]
 
     cpu_per_image: dict[str, float] = {}
 
@@ -454,14 +460,21 @@ def inprocess_section(
 
     def decode_one() -> None:
         nonlocal count
-        decode_image(photos[count % len(photos)], size, 40_000_000)
+        decode_image(inputs[count % len(inputs)], size, 40_000_000)
         count += 1
 
     _, decodes = rate("decode", decode_one, 1)
 
+    def decode_photo() -> None:
+        nonlocal count
+        decode_image(photos[count % len(photos)], size, 40_000_000)
+        count += 1
+
+    _, photo_decodes = rate("decode_photo", decode_photo, 1)
+
     def decode_and_predict() -> None:
         nonlocal count
-        model.predict(decode_image(photos[count % len(photos)], size, 40_000_000)[None])
+        model.predict(decode_image(inputs[count % len(inputs)], size, 40_000_000)[None])
         count += 1
 
     e2e_per_s, both = rate("decode_and_infer", decode_and_predict, 1)
@@ -473,6 +486,7 @@ def inprocess_section(
         "inprocess_one_session_by_batch": one_session,
         "single_inference_inprocess_ms": ms(statistics.median(single)),
         "decode_inprocess_ms": ms(statistics.median(decodes)),
+        "decode_photo_inprocess_ms": ms(statistics.median(photo_decodes)),
         "single_decode_and_inference_inprocess_ms": ms(statistics.median(both)),
         "inprocess_decode_and_infer_per_s": round(e2e_per_s, 1),
         "inprocess_cpu_ms_per_image": {k: ms(v) for k, v in cpu_per_image.items()},
@@ -740,18 +754,26 @@ def load_section(
     return results
 
 
-def tier_extras_section(tier: Server, photos: Sequence[bytes], preset: dict[str, Any]) -> dict[str, Any]:
-    """Where the tier's time goes, closed loop at one level: requests of several photos each (the per-request cost
-    shared), and requests whose one file is refused at its header check (the per-request cost alone: HTTP, BentoML,
-    the multipart form, one thread hop and the JSON answer; no decode, no model)."""
+def tier_extras_section(
+    tier: Server, inputs: Sequence[bytes], photos: Sequence[bytes], preset: dict[str, Any]
+) -> dict[str, Any]:
+    """Where the tier's time goes, closed loop at one level: requests of several images each (the per-request cost
+    shared), requests whose one file is refused at its header check (the per-request cost alone: HTTP, BentoML,
+    the multipart form, one thread hop and the JSON answer; no decode, no model), and the photo itself instead of
+    its model input (what decoding and letterboxing a JPEG costs the tier)."""
     level, per_request = int(preset["extras_concurrency"]), int(preset["multi_images"])
     warmup, seconds = float(preset["warmup"]), float(preset["extras_seconds"])
-    multi = multipart_bodies(photos, per_request)
-    junk = multipart_bodies([os.urandom(len(p)) for p in photos])
+    multi = multipart_bodies(inputs, per_request)
+    junk = multipart_bodies([os.urandom(len(p)) for p in inputs])
+    whole = multipart_bodies(photos)
     out: dict[str, Any] = {}
 
     async def go() -> None:
-        for name, bodies, expect in (("multi_image", multi, LABEL), ("refused_item", junk, ERROR)):
+        for name, bodies, expect in (
+            ("multi_image", multi, LABEL),
+            ("refused_item", junk, ERROR),
+            ("photo_input", whole, LABEL),
+        ):
             row = (await closed_loop(tier, bodies, level, warmup, seconds, expect)).summary()
             row.update(concurrency=level, images_per_request=bodies[0].images)
             out[name] = row
@@ -878,10 +900,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         prepared = prepare_model(workdir)
         photos = render_photos(int(preset["photos"]))
-        bodies = multipart_bodies(photos)
+        # What the web front sends for each photo (pzone_api.verdicts.classify_photos).
+        inputs = [model_input_png(io.BytesIO(photo), IMAGE_SIZE) for photo in photos]
+        bodies = multipart_bodies(inputs)
         results["photo_kb"] = round(statistics.mean(len(p) for p in photos) / 1e3, 1)
+        results["input_kb"] = round(statistics.mean(len(p) for p in inputs) / 1e3, 1)
         log(
-            f"{len(photos)} photos at {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {results['photo_kb']} kB each on average"
+            f"{len(photos)} photos at {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {results['photo_kb']} kB each on average; "
+            f"sent as {IMAGE_SIZE} px PNG squares of {results['input_kb']} kB (the web front's model input)"
         )
         log("starting the tier (bentoml serve) and the naive service (uvicorn + torch)")
         with servers(prepared, threads, workers, workdir) as (tier, naive):
@@ -889,6 +915,7 @@ def main(argv: list[str] | None = None) -> int:
             results.update(
                 inprocess_section(
                     prepared,
+                    inputs,
                     photos,
                     threads,
                     workers,
@@ -902,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
             results["tier_ort_threads"] = threads
             results["tier_workers"] = workers
             results["inprocess_ort_threads"] = threads
-            log("closed loop, one photo per request")
+            log("closed loop, one photo per request (its model input)")
             by_level = load_section(tier, naive, bodies, preset)
             results["tier_by_concurrency"] = by_level["tier"]
             results["naive_by_concurrency"] = by_level["naive"]
@@ -918,9 +945,10 @@ def main(argv: list[str] | None = None) -> int:
                 by_level["naive"].get("1") or by_level["naive"][min(by_level["naive"], key=int)]
             )["p50_ms"]
             log("the tier's per-request cost")
-            extras = tier_extras_section(tier, photos, preset)
+            extras = tier_extras_section(tier, inputs, photos, preset)
             results["tier_multi_image"] = extras["multi_image"]
             results["tier_refused_item"] = extras["refused_item"]
+            results["tier_photo_input"] = extras["photo_input"]
             log("open loop at half the tier's peak")
             half = half_load_section(tier, bodies, results["tier_peak_per_s"] / 2, preset)
             results["half_load"] = half
@@ -944,6 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     results["cpu_ms_per_image"] = {
         "inprocess_ort": limit_cpu,
         "decode": results["inprocess_cpu_ms_per_image"]["decode"],
+        "decode_photo": results["inprocess_cpu_ms_per_image"]["decode_photo"],
+        "tier_server_photo_input": results["tier_photo_input"]["server_cpu_ms_per_req"],
         "tier_server": peak["server_cpu_ms_per_req"],
         "tier_request_without_decode_or_model": results["tier_refused_item"]["server_cpu_ms_per_req"],
         "tier_server_multi_image": round(

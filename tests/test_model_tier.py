@@ -234,6 +234,7 @@ def test_classify_answers_each_image_in_order(tier: Tier) -> None:
     assert len(results) == 3
     for item in results:
         assert item["label"] == "upright" and item["model_version"] == "pzone-tilt/1"
+        assert item["image_size"] == 32  # the model's input side: what a client's squares should measure
         assert set(item["probs"]) == {"upright", "tilted", "fallen"}
         assert abs(sum(item["probs"].values()) - 1) < 1e-5
     assert tier.client.get("/readyz").status_code == 200

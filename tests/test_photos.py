@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -198,13 +199,25 @@ def test_requests_without_session_or_csrf_are_refused(api: dict[str, Any]) -> No
     assert client.post("/api/photos", json=body).status_code == 403  # CSRF header missing
 
 
-def test_model_tier_down_then_back(pg_url: str, tmp_path: Path) -> None:
-    tier = ModelTierStandIn()
-    app = make_app(pg_url, tmp_path / "data", model_tier_url=tier.url, model_tier_timeout_s=1.0)
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_model_tier_down_then_back(
+    store: str, request: pytest.FixtureRequest, pg_url: str, tmp_path: Path
+) -> None:
+    from pzone.preprocess import load_square
+
+    extra: dict[str, Any] = {}
+    if store == "s3":
+        s3: MotoServer = request.getfixturevalue("s3_server")
+        extra = {"s3_bucket": BUCKET, "s3_endpoint_url": s3.endpoint_url, "s3_region": "us-east-1"}
+    tier = ModelTierStandIn(image_size=96)
+    app = make_app(pg_url, tmp_path / "data", model_tier_url=tier.url, model_tier_timeout_s=1.0, **extra)
     add_device(pg_url)
     with TestClient(app) as client:
+        if isinstance(app.state.store, S3ObjectStore):
+            app.state.store.ensure_bucket()
         csrf = signup(client, "d@example.com", "correct horse battery")
-        pending = direct_upload(client, csrf, photo_bytes())
+        turned = photo_bytes(orientation=6)
+        pending = direct_upload(client, csrf, turned)
         assert (
             pending.status_code == 200 and pending.json()["verdict"] == "pending"
         )  # tier away: upload still works
@@ -213,10 +226,25 @@ def test_model_tier_down_then_back(pg_url: str, tmp_path: Path) -> None:
             assert retry_pending(app.state.settings, app.state.engine, app.state.store) == 1
             filled = client.get(f"/api/photos/{pending.json()['id']}").json()
             assert filled["verdict"] == "upright" and filled["model_version"] == MODEL_VERSION
-            direct = direct_upload(client, csrf, photo_bytes((320, 240))).json()
+            # The retry sent the stored original's model input: exactly training's square of it, EXIF turn included.
+            assert_model_input(tier.received[-1], [load_square(io.BytesIO(turned), 96)])
+            plain = photo_bytes((320, 240))
+            direct = direct_upload(client, csrf, plain).json()
             assert direct["verdict"] == "upright" and direct["verdict_probs"]["upright"] == pytest.approx(0.9)
+            assert_model_input(tier.received[-1], [load_square(io.BytesIO(plain), 96)])
+            assert len(tier.received) == 2  # one request each: the size the tier answered was the one sent
         finally:
             tier.stop()
+
+
+def assert_model_input(images: list[bytes], squares: list[Any]) -> None:
+    """What reached the tier: uncompressed PNG squares with exactly these pixels."""
+    assert len(images) == len(squares)
+    for data, square in zip(images, squares, strict=True):
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "PNG" and image.mode == "RGB" and image.size == square.shape[:2]
+            assert np.array_equal(np.asarray(image), square)
 
 
 def deactivate_users(database_url: str) -> None:

@@ -1,7 +1,8 @@
 """A stand-in for the model tier (its real BentoML service comes with a later issue), speaking the same contract.
 
-``POST /classify`` with multipart ``images`` → ``{"results": [{"label", "probs", "model_version"}, ...]}``. It can be
-stopped and started on the same port to test the front's "pending, then filled in" behaviour.
+``POST /classify`` with multipart ``images`` → ``{"results": [{"label", "probs", "model_version"[, "image_size"]},
+...]}``. It keeps the images of each request, and can be stopped and started on the same port to test the front's
+"pending, then filled in" behaviour.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self.server.requests += 1  # type: ignore[attr-defined]
         stand_in: ModelTierStandIn = self.server.stand_in  # type: ignore[attr-defined]
-        results = [
+        stand_in.received.append([part.get_payload(decode=True) for part in images])
+        results: list[dict[str, object]] = [
             {"label": stand_in.label, "probs": stand_in.probs(), "model_version": stand_in.model_version}
             for _ in images
         ]
+        if stand_in.image_size is not None:
+            for result in results:
+                result["image_size"] = stand_in.image_size
         payload = json.dumps({"results": results}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -49,13 +54,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ModelTierStandIn:
-    """Answers every image with ``label`` (0.9) as ``model_version``; both may be changed while it runs (a new model
-    version deployed)."""
+    """Answers every image with ``label`` (0.9) as ``model_version`` (and ``image_size`` when set, as the real tier
+    does); all may be changed while it runs (a new model version deployed). ``received``: each request's images."""
 
-    def __init__(self, model_version: str = MODEL_VERSION, label: str = "upright") -> None:
+    def __init__(
+        self, model_version: str = MODEL_VERSION, label: str = "upright", image_size: int | None = None
+    ) -> None:
         self.port = free_port()
         self.model_version = model_version
         self.label = label
+        self.image_size = image_size
+        self.received: list[list[bytes]] = []
         self._server: ThreadingHTTPServer | None = None
 
     def probs(self) -> dict[str, float]:

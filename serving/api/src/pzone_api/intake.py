@@ -33,7 +33,7 @@ from pzone.storage import (
 )
 from pzone_api.images import BadImage, ImageInfo, inspect_and_derive, sha256_file
 from pzone_api.settings import Settings
-from pzone_api.verdicts import apply_verdict, classify
+from pzone_api.verdicts import apply_verdict, classify_photos, model_input_of_file
 
 Store = LocalObjectStore | S3ObjectStore
 ACCEPTED_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -449,7 +449,8 @@ def _store_checked(
                 created.append(key)
             keys[name] = key
         _fill(photo, info, sha, original_key, keys, path.stat().st_size)
-        apply_verdict(session, photo, (classify(settings, [derivatives["preview"]]) or [None])[0])
+        verdicts = classify_photos(settings, [model_input_of_file(path)])
+        apply_verdict(session, photo, (verdicts or [None])[0])
         session.commit()
     except BaseException:
         session.rollback()

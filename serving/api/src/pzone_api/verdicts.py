@@ -1,29 +1,48 @@
 """The model tier client: ``POST {PZONE_MODEL_TIER_URL}/classify`` and the retry of pending verdicts.
 
 Contract (the model tier issue implements the server): a multipart form with one or more ``images`` files →
-``{"results": [{"label": "upright|tilted|fallen", "probs": {"upright": p, ...}, "model_version": "..."}, ...]}``
-in the order of the files; an item that could not be classified has ``{"error": "..."}`` instead.
-The front never fails an upload because of the model tier: a photo without an answer stays ``pending``.
+``{"results": [{"label": "upright|tilted|fallen", "probs": {"upright": p, ...}, "model_version": "...",
+"image_size": S}, ...]}`` in the order of the files; an item that could not be classified has ``{"error": "..."}``
+instead. The front never fails an upload because of the model tier: a photo without an answer stays ``pending``.
 Every answer is also kept as a ``predictions`` row (scored later by ``pzone.accuracy``).
+
+A photo goes to the tier as its *model input* (:func:`pzone.preprocess.model_input_png`): the letterboxed S×S
+square that training's ``prepare`` stage makes from the same original, as an uncompressed PNG. The tier then sees
+exactly the pixels training saw and skips most of its decode. S is the answering model's ``image_size``: the client
+remembers it per tier URL (a first guess before any answer), and sends an image again at the answered size when a
+model of another size answered (a first call, or a rollout to a model with another input size).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, Prediction
+from pzone.preprocess import model_input_png
 from pzone.storage import LocalObjectStore, S3ObjectStore
 from pzone_api.settings import Settings
 
 logger = logging.getLogger("pzone.api.verdicts")
 LABELS = ("upright", "tilted", "fallen")
+# The side sent before a tier has answered: params.yaml's default prepare.image_size (an answer corrects it).
+FIRST_GUESS_SIZE = 96
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# A photo's model input at a given side (the square is made on demand: the side comes from the tier's answers).
+ModelInput = Callable[[int], bytes]
+
+# The input side of the model each tier URL answered with last (one process-wide cache: the tier's, not a user's).
+_input_sizes: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -31,13 +50,72 @@ class Verdict:
     label: str
     probs: dict[str, float]
     model_version: str
+    image_size: int | None = None  # the answering model's input side; None from a tier that does not say
+
+
+def model_input_of_file(path: str | Path) -> ModelInput:
+    return lambda size: model_input_png(path, size)
+
+
+def model_input_of_object(store: LocalObjectStore | S3ObjectStore, key: str) -> ModelInput:
+    return lambda size: model_input_png(io.BytesIO(store.get_bytes(key)), size)
+
+
+def classify_photos(settings: Settings, inputs: Sequence[ModelInput]) -> list[Verdict | None] | None:
+    """Ask the model tier about photos, each sent as its model input at the side the tier's model takes.
+
+    ``None`` as :func:`classify`; a photo whose input cannot be made (its object is gone, say) gets ``None``."""
+    if not settings.model_tier_url or not inputs:
+        return None
+    url = settings.model_tier_url
+    size = _input_sizes.get(url, FIRST_GUESS_SIZE)
+    made = [(i, image) for i, make in enumerate(inputs) if (image := _model_input(make, size)) is not None]
+    if not made:
+        return [None] * len(inputs)
+    sent = [i for i, _ in made]
+    answers = classify(settings, [image for _, image in made])
+    if answers is None:
+        return None
+    verdicts: list[Verdict | None] = [None] * len(inputs)
+    for i, verdict in zip(sent, answers, strict=True):
+        verdicts[i] = verdict
+        if verdict is not None and verdict.image_size:
+            _input_sizes[url] = verdict.image_size
+    # A model of another size answered: its verdict came from a resized square. Ask again at its own size (the
+    # first verdict stays if the second ask fails).
+    again: dict[int, list[int]] = {}
+    for i in sent:
+        verdict = verdicts[i]
+        if verdict is not None and verdict.image_size is not None and verdict.image_size != size:
+            again.setdefault(verdict.image_size, []).append(i)
+    for other, group in sorted(again.items()):
+        redo = [(i, image) for i in group if (image := _model_input(inputs[i], other)) is not None]
+        second = classify(settings, [image for _, image in redo]) if redo else None
+        for (i, _), verdict in zip(redo, second or [], strict=False):
+            if verdict is not None:
+                verdicts[i] = verdict
+    return verdicts
+
+
+def _model_input(make: ModelInput, size: int) -> bytes | None:
+    try:
+        return make(size)
+    except Exception:  # a stored photo passed intake's checks: this is a storage or environment problem
+        logger.warning("could not make a photo's model input; its verdict stays pending", exc_info=True)
+        return None
 
 
 def classify(settings: Settings, images: list[bytes]) -> list[Verdict | None] | None:
-    """Ask the model tier; ``None`` when it is not configured, down, slow or answers nonsense."""
+    """Ask the model tier about encoded images; ``None`` when it is not configured, down, slow or answers
+    nonsense."""
     if not settings.model_tier_url or not images:
         return None
-    files = [("images", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
+    files = [
+        ("images", (f"{i}.png", data, "image/png"))
+        if data.startswith(PNG_SIGNATURE)
+        else ("images", (f"{i}.jpg", data, "image/jpeg"))
+        for i, data in enumerate(images)
+    ]
     try:
         response = httpx.post(
             settings.model_tier_url.rstrip("/") + "/classify",
@@ -58,10 +136,12 @@ def _verdict(item: object) -> Verdict | None:
     if not isinstance(item, dict) or item.get("label") not in LABELS:
         return None
     probs = item.get("probs") or {}
+    image_size = item.get("image_size")
     return Verdict(
         label=str(item["label"]),
         probs={k: float(v) for k, v in probs.items() if k in LABELS},
         model_version=str(item.get("model_version") or "unknown"),
+        image_size=image_size if isinstance(image_size, int) and 8 <= image_size <= 4096 else None,
     )
 
 
@@ -97,14 +177,16 @@ def retry_pending(
     with Session(engine, expire_on_commit=False) as session:
         photos = session.scalars(
             select(Photo)
-            .where(Photo.status == "stored", Photo.verdict == "pending", Photo.preview_key.is_not(None))
+            .where(Photo.status == "stored", Photo.verdict == "pending", Photo.original_key.is_not(None))
             .order_by(Photo.completed_at)
             .limit(limit)
         ).all()
         if not photos:
             return 0
-        images = [store.get_bytes(photo.preview_key) for photo in photos if photo.preview_key]
-        verdicts = classify(settings, images)
+        # One original in memory at a time: each is read when its square is made.
+        verdicts = classify_photos(
+            settings, [model_input_of_object(store, str(photo.original_key)) for photo in photos]
+        )
         if verdicts is None:
             return 0
         for photo, verdict in zip(photos, verdicts, strict=True):

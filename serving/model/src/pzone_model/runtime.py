@@ -24,6 +24,7 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "probs"
 MLFLOW_VERSION_LABEL = "mlflow_version"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+EXIF_ORIENTATION = 0x0112
 
 
 class BadImage(ValueError):
@@ -211,6 +212,12 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         if pixels > max_pixels:
             raise BadImage("too_many_pixels", f"{pixels} pixels is over the limit of {max_pixels}")
         try:
+            if image.size == (size, size) and image.mode == "RGB":
+                # Already the training preprocessing's output (what the web front sends: model_input_png), which
+                # the letterbox would only copy: skip it, unless an EXIF orientation asks for a turn.
+                square = np.asarray(image, dtype=np.uint8)
+                if image.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+                    return square
             return square_from_image(image, size)
         except Image.DecompressionBombError:
             raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None

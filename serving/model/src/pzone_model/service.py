@@ -296,6 +296,7 @@ class PZoneTilt:
                     "label": label,
                     "probs": {c: float(p) for c, p in zip(classes, row, strict=True)},
                     "model_version": model.version,
+                    "image_size": model.meta.image_size,  # its input side: a client sends squares of it
                 }
             )
         for label, count in counts.items():  # one metric update per label and batch, not per image
