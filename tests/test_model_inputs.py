@@ -1,5 +1,5 @@
-"""What the web front sends the model tier for a photo: training's letterboxed square as an uncompressed PNG
-(``pzone.preprocess.model_input_png``), at the side the answering model takes (``pzone_api.verdicts``), and the
+"""What the web front sends the model tier for a photo: training's letterboxed square as an uncompressed BMP
+(``pzone.preprocess.model_input_bmp``), at the side the answering model takes (``pzone_api.verdicts``), and the
 tier's decode taking it as it is (``pzone_model.runtime.decode_image``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pzone.preprocess import load_square, model_input_png
+from pzone.preprocess import load_square, model_input_bmp
 from pzone_api.settings import Settings
 from pzone_api.verdicts import classify_photos, model_input_of_file
 from pzone_model.runtime import BadImage, decode_image
@@ -50,17 +50,17 @@ def sources() -> dict[str, bytes]:
 def test_the_model_input_is_trainings_square_losslessly(name: str, size: int) -> None:
     data = sources()[name]
     square = load_square(io.BytesIO(data), size)
-    assert_model_input([model_input_png(io.BytesIO(data), size)], [square])
+    assert_model_input([model_input_bmp(io.BytesIO(data), size)], [square])
     # The tier decodes it to the very same array, by its shortcut.
-    assert np.array_equal(decode_image(model_input_png(io.BytesIO(data), size), size, 10**7), square)
+    assert np.array_equal(decode_image(model_input_bmp(io.BytesIO(data), size), size, 10**7), square)
 
 
 @pytest.mark.unit
 def test_the_model_input_refuses_what_training_refuses() -> None:
     with pytest.raises(Image.DecompressionBombError):
-        model_input_png(io.BytesIO(encoded(Image.new("L", (9000, 8000)), "PNG")), 32)
+        model_input_bmp(io.BytesIO(encoded(Image.new("L", (9000, 8000)), "PNG")), 32)
     with pytest.raises(OSError):
-        model_input_png(io.BytesIO(b"not an image"), 32)
+        model_input_bmp(io.BytesIO(b"not an image"), 32)
 
 
 # --- the tier's shortcut ----------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def test_squares_of_other_kinds_take_the_full_path(data: bytes) -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("cut", [60, 200, 1000])
 def test_a_truncated_square_is_refused(cut: int) -> None:
-    data = model_input_png(io.BytesIO(photo_bytes()), 32)
+    data = model_input_bmp(io.BytesIO(photo_bytes()), 32)
     with pytest.raises(BadImage) as info:
         decode_image(data[:cut], 32, 10**6)
     assert info.value.code == "not_an_image"

@@ -238,12 +238,12 @@ def test_model_tier_down_then_back(
 
 
 def assert_model_input(images: list[bytes], squares: list[Any]) -> None:
-    """What reached the tier: uncompressed PNG squares with exactly these pixels."""
+    """What reached the tier: BMP squares with exactly these pixels."""
     assert len(images) == len(squares)
     for data, square in zip(images, squares, strict=True):
-        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert data.startswith(b"BM")
         with Image.open(io.BytesIO(data)) as image:
-            assert image.format == "PNG" and image.mode == "RGB" and image.size == square.shape[:2]
+            assert image.format == "BMP" and image.mode == "RGB" and image.size == square.shape[:2]
             assert np.array_equal(np.asarray(image), square)
 
 

@@ -6,8 +6,8 @@ Contract (the model tier issue implements the server): a multipart form with one
 instead. The front never fails an upload because of the model tier: a photo without an answer stays ``pending``.
 Every answer is also kept as a ``predictions`` row (scored later by ``pzone.accuracy``).
 
-A photo goes to the tier as its *model input* (:func:`pzone.preprocess.model_input_png`): the letterboxed S×S
-square that training's ``prepare`` stage makes from the same original, as an uncompressed PNG. The tier then sees
+A photo goes to the tier as its *model input* (:func:`pzone.preprocess.model_input_bmp`): the letterboxed S×S
+square that training's ``prepare`` stage makes from the same original, as an uncompressed BMP. The tier then sees
 exactly the pixels training saw and skips most of its decode. S is the answering model's ``image_size``: the client
 remembers it per tier URL (a first guess before any answer), and sends an image again at the answered size when a
 model of another size answered (a first call, or a rollout to a model with another input size).
@@ -28,7 +28,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, Prediction
-from pzone.preprocess import model_input_png
+from pzone.preprocess import model_input_bmp
 from pzone.storage import LocalObjectStore, S3ObjectStore
 from pzone_api.settings import Settings
 
@@ -36,7 +36,8 @@ logger = logging.getLogger("pzone.api.verdicts")
 LABELS = ("upright", "tilted", "fallen")
 # The side sent before a tier has answered: params.yaml's default prepare.image_size (an answer corrects it).
 FIRST_GUESS_SIZE = 96
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What the client sends, by signature (model inputs are BMP; JPEG is the contract's plain case).
+SIGNATURES = ((b"BM", "bmp"), (b"\x89PNG\r\n\x1a\n", "png"), (b"RIFF", "webp"))
 
 # A photo's model input at a given side (the square is made on demand: the side comes from the tier's answers).
 ModelInput = Callable[[int], bytes]
@@ -54,11 +55,11 @@ class Verdict:
 
 
 def model_input_of_file(path: str | Path) -> ModelInput:
-    return lambda size: model_input_png(path, size)
+    return lambda size: model_input_bmp(path, size)
 
 
 def model_input_of_object(store: LocalObjectStore | S3ObjectStore, key: str) -> ModelInput:
-    return lambda size: model_input_png(io.BytesIO(store.get_bytes(key)), size)
+    return lambda size: model_input_bmp(io.BytesIO(store.get_bytes(key)), size)
 
 
 def classify_photos(settings: Settings, inputs: Sequence[ModelInput]) -> list[Verdict | None] | None:
@@ -110,12 +111,10 @@ def classify(settings: Settings, images: list[bytes]) -> list[Verdict | None] | 
     nonsense."""
     if not settings.model_tier_url or not images:
         return None
-    files = [
-        ("images", (f"{i}.png", data, "image/png"))
-        if data.startswith(PNG_SIGNATURE)
-        else ("images", (f"{i}.jpg", data, "image/jpeg"))
-        for i, data in enumerate(images)
-    ]
+    files = []
+    for i, data in enumerate(images):
+        kind = next((name for signature, name in SIGNATURES if data.startswith(signature)), "jpeg")
+        files.append(("images", (f"{i}.{kind}", data, f"image/{kind}")))
     try:
         response = httpx.post(
             settings.model_tier_url.rstrip("/") + "/classify",

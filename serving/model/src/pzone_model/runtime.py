@@ -194,7 +194,20 @@ def load_model(folder: Path, tag: str, version: str, threads: int) -> LoadedMode
 def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     """Bytes → uint8 (size, size, 3): the training preprocessing (``pzone.preprocess``: EXIF orientation,
     letterbox), after a header-only pixel check on the same opened file, so that a bomb is refused before it is
-    decoded."""
+    decoded. An RGB size×size square with no EXIF turn (the web front's ``model_input_bmp``) is taken as it is:
+    the letterbox would only copy it."""
+    square = _decode(data, size, max_pixels, squares_only=False)
+    assert square is not None  # only squares_only leaves an image undecoded
+    return square
+
+
+def decode_square(data: bytes, size: int, max_pixels: int) -> np.ndarray | None:
+    """:func:`decode_image` for the cheap cases only, the tier's event loop may run it: an image refused from its
+    header raises, an RGB size×size square is decoded (at most size² pixels), anything else is left: ``None``."""
+    return _decode(data, size, max_pixels, squares_only=True)
+
+
+def _decode(data: bytes, size: int, max_pixels: int, *, squares_only: bool) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
     from pzone.preprocess import square_from_image
@@ -211,13 +224,16 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> np.ndarray:
         pixels = image.width * image.height
         if pixels > max_pixels:
             raise BadImage("too_many_pixels", f"{pixels} pixels is over the limit of {max_pixels}")
+        is_square = image.size == (size, size) and image.mode == "RGB"
+        if squares_only and not is_square:
+            return None
         try:
-            if image.size == (size, size) and image.mode == "RGB":
-                # Already the training preprocessing's output (what the web front sends: model_input_png), which
-                # the letterbox would only copy: skip it, unless an EXIF orientation asks for a turn.
+            if is_square:
                 square = np.asarray(image, dtype=np.uint8)
                 if image.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
                     return square
+                if squares_only:
+                    return None  # a turn to apply: the full path, off the event loop
             return square_from_image(image, size)
         except Image.DecompressionBombError:
             raise BadImage("too_many_pixels", f"over the limit of {max_pixels} pixels") from None

@@ -47,6 +47,7 @@ from pzone_model.runtime import (
     available_cpus,
     cgroup_cpu_limit,
     decode_image,
+    decode_square,
     fit_batch,
     load_model,
     model_version,
@@ -305,19 +306,38 @@ class PZoneTilt:
 
     async def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
         if self._batcher is None:  # made on first use: it belongs to the server's event loop
-            self._batcher = Batcher(self.predict_batch.local, MAX_BATCH_SIZE)
+            self._batcher = Batcher(self.predict_batch.local, self.settings.model_batch_images)
         return await self._batcher.submit(images)
 
-    def _decode_all(self, items: list[bytes | BadImage], size: int) -> list[np.ndarray | BadImage]:
+    def _decode_all(
+        self, items: list[bytes | BadImage | np.ndarray], size: int
+    ) -> list[np.ndarray | BadImage]:
         out: list[np.ndarray | BadImage] = []
         for item in items:
-            if isinstance(item, BadImage):
+            if not isinstance(item, bytes):
                 out.append(item)
                 continue
             try:
                 out.append(decode_image(item, size, self.settings.image_max_pixels))
             except BadImage as exc:
                 out.append(exc)
+        return out
+
+    def _decode_squares(
+        self, items: list[bytes | BadImage], size: int
+    ) -> list[bytes | BadImage | np.ndarray]:
+        """On the event loop: the front's model inputs and header refusals (cheap); the rest stays bytes."""
+        out: list[bytes | BadImage | np.ndarray] = []
+        for item in items:
+            if isinstance(item, BadImage):
+                out.append(item)
+                continue
+            try:
+                square = decode_square(item, size, self.settings.image_max_pixels)
+            except BadImage as exc:
+                out.append(exc)
+                continue
+            out.append(item if square is None else square)
         return out
 
     async def classify(self, request: Request) -> JSONResponse:
@@ -351,7 +371,13 @@ class PZoneTilt:
         finally:
             await form.close()
 
-        decoded = await anyio.to_thread.run_sync(self._decode_all, raw, self._model.meta.image_size)
+        size = self._model.meta.image_size
+        # A thread hop costs about as much as decoding a model input: only photos to letterbox take one.
+        some = self._decode_squares(raw, size)
+        if any(isinstance(item, bytes) for item in some):
+            decoded = await anyio.to_thread.run_sync(self._decode_all, some, size)
+        else:
+            decoded = self._decode_all(some, size)
         good = [img for img in decoded if not isinstance(img, BadImage)]
         predictions = iter(await self._predict(good) if good else [])
         results: list[dict[str, Any]] = []

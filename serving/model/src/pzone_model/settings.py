@@ -20,6 +20,13 @@ class Settings(CoreSettings):
         description="How often the store is polled for a new champion (hot swap); 0 turns the watcher off.",
     )
     max_batch_images: int = Field(32, gt=0, description="Most images in one /classify request.")
+    model_batch_images: int = Field(
+        8,
+        gt=0,
+        le=64,
+        description="Most images in one ONNX Runtime call of /classify's batcher (a larger request goes alone): on "
+        "CPU, batches past ~8 cost more per image, not less (benchmarks/README.md).",
+    )
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest single image accepted.")
     # Same variable as the API's guard: one limit for the whole platform.
     image_max_pixels: int = Field(40_000_000, gt=0, description="Decompression-bomb guard (width × height).")
