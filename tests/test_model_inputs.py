@@ -15,7 +15,7 @@ from PIL import Image
 from pzone.preprocess import load_square, model_input_bmp
 from pzone_api.settings import Settings
 from pzone_api.verdicts import classify_photos, model_input_of_file
-from pzone_model.runtime import BadImage, decode_image
+from pzone_model.runtime import BadImage, decode_image, decode_square
 from tests.support.model_tier import ModelTierStandIn
 from tests.test_photos import assert_model_input, photo_bytes
 
@@ -100,6 +100,34 @@ def test_a_truncated_square_is_refused(cut: int) -> None:
     data = model_input_bmp(io.BytesIO(photo_bytes()), 32)
     with pytest.raises(BadImage) as info:
         decode_image(data[:cut], 32, 10**6)
+    assert info.value.code == "not_an_image"
+
+
+@pytest.mark.unit
+def test_the_event_loop_decode_takes_only_squares() -> None:
+    """``decode_square`` (the tier's event loop): squares of the model's side decoded, header refusals raised, the
+    rest left for the thread (None)."""
+    photo = photo_bytes((640, 480))
+    square = model_input_bmp(io.BytesIO(photo), 32)
+    got = decode_square(square, 32, 10**6)
+    assert got is not None and np.array_equal(got, load_square(io.BytesIO(photo), 32))
+    assert decode_square(photo, 32, 10**6) is None  # a photo: letterboxed in the thread
+    assert decode_square(square, 48, 10**6) is None  # another side
+    assert decode_square(encoded(Image.new("L", (32, 32)), "PNG"), 32, 10**6) is None  # not RGB
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    turned = encoded(Image.new("RGB", (32, 32)), "PNG", exif=exif)
+    assert decode_square(turned, 32, 10**6) is None  # a turn to apply
+    for data, code in (
+        (b"", "empty"),
+        (b"junk", "not_an_image"),
+        (encoded(Image.new("L", (2000, 2000)), "PNG"), "too_many_pixels"),
+    ):
+        with pytest.raises(BadImage) as info:
+            decode_square(data, 32, 10**6)
+        assert info.value.code == code
+    with pytest.raises(BadImage) as info:
+        decode_square(square[:200], 32, 10**6)  # a truncated square: refused, not left for later
     assert info.value.code == "not_an_image"
 
 

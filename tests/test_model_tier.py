@@ -270,6 +270,99 @@ def test_bad_items_get_their_own_error_and_the_rest_is_answered(tier: Tier) -> N
 
 
 @pytest.mark.integration
+def test_model_inputs_photos_and_bad_items_in_one_request(tier: Tier) -> None:
+    """Model inputs are decoded on the event loop, the rest in a thread: the answers still come in file order."""
+    from pzone.preprocess import model_input_bmp
+
+    square = model_input_bmp(io.BytesIO(jpeg((64, 48))), 32)
+    other_side = model_input_bmp(io.BytesIO(jpeg((64, 48))), 96)  # made for another model: letterboxed again
+    response = tier.client.post(
+        "/classify",
+        files=_files(
+            ("a.bmp", square, "image/bmp"),
+            ("b.jpg", jpeg(), "image/jpeg"),
+            ("c.bmp", square[:100], "image/bmp"),
+            ("d.bmp", other_side, "image/bmp"),
+        ),
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r.get("label") for r in results] == ["upright", "upright", None, "upright"]
+    assert results[2]["error"]["code"] == "not_an_image"
+    # Only squares: no thread hop at all, and the answers are the same.
+    only = tier.client.post(
+        "/classify", files=_files(("a.bmp", square, "image/bmp"), ("b", b"x", "image/bmp"))
+    )
+    assert [r.get("label") for r in only.json()["results"]] == ["upright", None]
+    assert only.json()["results"][0]["probs"] == pytest.approx(results[0]["probs"])
+
+
+@pytest.mark.unit
+def test_the_batcher_caps_its_batches_and_never_splits_a_request() -> None:
+    import asyncio
+
+    from pzone_model.service import Batcher
+
+    calls: list[int] = []
+    release = threading.Event()
+
+    def run(images: list[np.ndarray]) -> list[dict[str, Any]]:
+        calls.append(len(images))
+        if len(calls) == 1:
+            release.wait(5)  # the first call runs while every other request queues
+        return [{"n": int(img[0, 0, 0])} for img in images]
+
+    async def go() -> list[list[dict[str, Any]]]:
+        batcher = Batcher(run, max_size=3)
+
+        def request(first: int, count: int) -> list[np.ndarray]:
+            return [np.full((2, 2, 3), first + i, np.uint8) for i in range(count)]
+
+        sizes = [1, 1, 1, 1, 5, 1, 2]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        tasks = [asyncio.create_task(batcher.submit(request(0, 1)))]
+        await asyncio.sleep(0.1)  # the first one is running (and held): the others queue behind it
+        tasks += [
+            asyncio.create_task(batcher.submit(request(s, n)))
+            for s, n in zip(starts[1:], sizes[1:], strict=True)
+        ]
+        await asyncio.sleep(0.1)
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(go())
+    # Idle: the first goes at once; then up to 3 images per call in arrival order; the 5-image request alone.
+    assert calls == [1, 3, 5, 3]
+    # Every request got its own images' answers back, in order.
+    assert [[a["n"] for a in answer] for answer in answers] == [
+        [0],
+        [1],
+        [2],
+        [3],
+        [4, 5, 6, 7, 8],
+        [9],
+        [10, 11],
+    ]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("value", "ok"), [("1", True), ("8", True), ("64", True), ("0", False), ("65", False)]
+)
+def test_the_batch_cap_setting_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    from pzone_model.settings import Settings as TierSettings
+
+    monkeypatch.setenv("PZONE_MODEL_BATCH_IMAGES", value)
+    if ok:
+        assert TierSettings().model_batch_images == int(value)
+    else:
+        with pytest.raises(ValidationError):
+            TierSettings()
+
+
+@pytest.mark.integration
 def test_whole_request_errors(tier: Tier) -> None:
     empty = tier.client.post("/classify", files={"other": ("x.jpg", jpeg(), "image/jpeg")})
     assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_batch"
