@@ -13,11 +13,16 @@ import pytest
 from PIL import Image
 
 from pzone.preprocess import load_square, model_input_bmp
+from pzone_api.images import inspect_and_derive
 from pzone_api.settings import Settings
-from pzone_api.verdicts import classify_photos, model_input_of_file
+from pzone_api.verdicts import ModelInput, classify_photos
 from pzone_model.runtime import BadImage, decode_image, decode_square
 from tests.support.model_tier import ModelTierStandIn
 from tests.test_photos import assert_model_input, photo_bytes
+
+
+def model_input_of_file(path: Path) -> ModelInput:
+    return lambda size: model_input_bmp(path, size)
 
 
 def encoded(image: Image.Image, fmt: str, **save: object) -> bytes:
@@ -53,6 +58,31 @@ def test_the_model_input_is_trainings_square_losslessly(name: str, size: int) ->
     assert_model_input([model_input_bmp(io.BytesIO(data), size)], [square])
     # The tier decodes it to the very same array, by its shortcut.
     assert np.array_equal(decode_image(model_input_bmp(io.BytesIO(data), size), size, 10**7), square)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name", ["jpeg", "jpeg, EXIF turned", "jpeg, mirrored", "grey png", "webp", "smaller than the square"]
+)
+@pytest.mark.parametrize("size", [32, 96])
+def test_the_workers_model_input_is_near_trainings_square(name: str, size: int) -> None:
+    """The photo worker's input comes from the image it decoded for the derivatives (one decode, not two): within
+    a fraction of a grey level of training's square of the original on average, orientation included."""
+    data = sources()[name]
+    _, derivatives = inspect_and_derive(
+        data, declared_content_type=None, max_pixels=10**8, max_side=20_000, model_size=size
+    )
+    made = derivatives["model"]
+    with Image.open(io.BytesIO(made)) as image:
+        assert image.format == "BMP" and image.mode == "RGB" and image.size == (size, size)
+        got = np.asarray(image).astype(int)
+    square = load_square(io.BytesIO(data), size).astype(int)
+    assert np.abs(got - square).mean() < 1.5
+    assert np.abs(got - square).max() < 64  # no shift, turn or scale error: those move whole edges
+    assert np.array_equal(decode_image(made, size, 10**7), got)  # the tier takes it as it is
+    # Without model_size, nothing extra is made (nothing extra could be stored by mistake).
+    _, plain = inspect_and_derive(data, declared_content_type=None, max_pixels=10**8, max_side=20_000)
+    assert set(plain) == {"thumb", "preview"}
 
 
 @pytest.mark.unit

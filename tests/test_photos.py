@@ -21,6 +21,7 @@ from pzone.db.engine import make_engine
 from pzone.db.models import Photo
 from pzone.storage import LocalObjectStore, S3ObjectStore
 from pzone.telemetry import Limits
+from pzone_api.images import inspect_and_derive
 from pzone_api.verdicts import retry_pending
 from pzone_ingest.messages import from_iot_event
 from pzone_ingest.processing import process_batch
@@ -226,15 +227,33 @@ def test_model_tier_down_then_back(
             assert retry_pending(app.state.settings, app.state.engine, app.state.store) == 1
             filled = client.get(f"/api/photos/{pending.json()['id']}").json()
             assert filled["verdict"] == "upright" and filled["model_version"] == MODEL_VERSION
-            # The retry sent the stored original's model input: exactly training's square of it, EXIF turn included.
-            assert_model_input(tier.received[-1], [load_square(io.BytesIO(turned), 96)])
+            # The retry sent the model input of the stored preview, near training's square of the original.
+            with Session(app.state.engine) as session:
+                preview_key = session.get(Photo, pending.json()["id"]).preview_key  # type: ignore[union-attr]
+            preview = app.state.store.get_bytes(preview_key)
+            assert_model_input(tier.received[-1], [load_square(io.BytesIO(preview), 96)])
+            assert_near_training(tier.received[-1][0], turned, 96)
             plain = photo_bytes((320, 240))
             direct = direct_upload(client, csrf, plain).json()
             assert direct["verdict"] == "upright" and direct["verdict_probs"]["upright"] == pytest.approx(0.9)
-            assert_model_input(tier.received[-1], [load_square(io.BytesIO(plain), 96)])
+            # The worker sent the one it made from its own decode of the upload.
+            _, derivatives = inspect_and_derive(
+                plain, declared_content_type=None, max_pixels=10**8, max_side=20_000, model_size=96
+            )
+            assert tier.received[-1] == [derivatives["model"]]
+            assert_near_training(tier.received[-1][0], plain, 96)
             assert len(tier.received) == 2  # one request each: the size the tier answered was the one sent
         finally:
             tier.stop()
+
+
+def assert_near_training(image: bytes, original: bytes, size: int) -> None:
+    """Within a fraction of a grey level of training's square of the original, on average."""
+    from pzone.preprocess import load_square
+
+    with Image.open(io.BytesIO(image)) as opened:
+        got = np.asarray(opened).astype(int)
+    assert np.abs(got - load_square(io.BytesIO(original), size).astype(int)).mean() < 1.5
 
 
 def assert_model_input(images: list[bytes], squares: list[Any]) -> None:

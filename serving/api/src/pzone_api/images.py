@@ -71,6 +71,8 @@ from typing import Final, Literal, NoReturn, get_args
 
 from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from pzone.preprocess import model_input_of_image
+
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
     "ACCEPTED_MODES",
@@ -264,11 +266,14 @@ def inspect_and_derive(
     max_bytes: int | None = None,
     sizes: Mapping[str, int] = DEFAULT_SIZES,
     quality: int = DEFAULT_QUALITY,
+    model_size: int | None = None,
 ) -> tuple[ImageInfo, dict[str, bytes]]:
     """:func:`inspect_image` and :func:`make_derivatives` with one decode, at the scale the largest size needs.
 
     The checks are the same as :func:`inspect_image`'s (the decode that makes the derivatives also reads all the
-    data, so it is the truncation check), and so is the output of the derivatives.
+    data, so it is the truncation check), and so is the output of the derivatives. With ``model_size``, the result
+    also has ``model``: the model tier's input (``pzone.preprocess.model_input_of_image`` of the largest
+    derivative's pixels: oriented, sRGB, no metadata), which is sent, never stored.
     """
     _check_sizes(sizes, quality)
     data = _read(path_or_bytes, max_bytes)
@@ -285,6 +290,7 @@ def inspect_and_derive(
         orientation=info.orientation,
         sizes=sizes,
         quality=quality,
+        model_size=model_size,
     )
     return info, derivatives
 
@@ -1133,12 +1139,15 @@ def _derive(
     orientation: int,
     sizes: Mapping[str, int],
     quality: int,
+    model_size: int | None = None,
 ) -> dict[str, bytes]:
-    """Derivatives from a decoded (possibly drafted) image, largest first, each smaller one from the previous."""
+    """Derivatives from a decoded (possibly drafted) image, largest first, each smaller one from the previous; with
+    ``model_size``, also ``model``: the model tier's input square (BMP) from the largest one's pixels."""
     icc = im.info.get("icc_profile")
     swap = orientation in _SWAPS_SIDES
     current = _resizable(im)
     oriented = False
+    model: bytes | None = None
     encoded: dict[int, bytes] = {}
     for box in sorted(set(sizes.values()), reverse=True):
         target = fit_within(display_size, box)  # as displayed
@@ -1152,7 +1161,11 @@ def _derive(
                 current = current.transpose(transpose)
             current = _to_srgb(_flatten(current), icc)
             oriented = True
+            model = model_input_of_image(current, model_size) if model_size else None
         elif current.size != target:
             current = current.resize(target, _RESAMPLE, reducing_gap=_REDUCING_GAP)
         encoded[box] = _encode(current, quality)
-    return {name: encoded[box] for name, box in sizes.items()}
+    out = {name: encoded[box] for name, box in sizes.items()}
+    if model is not None:
+        out["model"] = model
+    return out

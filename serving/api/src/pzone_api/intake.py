@@ -33,7 +33,7 @@ from pzone.storage import (
 )
 from pzone_api.images import BadImage, ImageInfo, inspect_and_derive, sha256_file
 from pzone_api.settings import Settings
-from pzone_api.verdicts import apply_verdict, classify_photos, model_input_of_file
+from pzone_api.verdicts import apply_verdict, classify_photos, input_size, model_input_made
 
 Store = LocalObjectStore | S3ObjectStore
 ACCEPTED_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -424,6 +424,7 @@ def _store_checked(
     """
     if path.stat().st_size == 0:
         raise IntakeError(422, "empty", "the upload is empty")
+    model_size = input_size(settings)
     try:
         info, derivatives = inspect_and_derive(
             path,
@@ -431,9 +432,11 @@ def _store_checked(
             max_pixels=settings.image_max_pixels,
             max_side=settings.image_max_side,
             sizes=DERIVATIVE_SIZES,
+            model_size=model_size,
         )
     except BadImage as exc:
         raise IntakeError(422, exc.code, exc.reason) from None
+    model_input = derivatives.pop("model", None)  # sent to the model tier, never stored
     sha = sha256_file(path)
     created: list[str] = []
     try:
@@ -449,7 +452,10 @@ def _store_checked(
                 created.append(key)
             keys[name] = key
         _fill(photo, info, sha, original_key, keys, path.stat().st_size)
-        verdicts = classify_photos(settings, [model_input_of_file(path)])
+        verdicts = None
+        if model_input is not None and model_size is not None:
+            made = model_input_made(model_input, model_size, derivatives["preview"])
+            verdicts = classify_photos(settings, [made])
         apply_verdict(session, photo, (verdicts or [None])[0])
         session.commit()
     except BaseException:

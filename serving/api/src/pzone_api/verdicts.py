@@ -6,9 +6,11 @@ Contract (the model tier issue implements the server): a multipart form with one
 instead. The front never fails an upload because of the model tier: a photo without an answer stays ``pending``.
 Every answer is also kept as a ``predictions`` row (scored later by ``pzone.accuracy``).
 
-A photo goes to the tier as its *model input* (:func:`pzone.preprocess.model_input_bmp`): the letterboxed S×S
-square that training's ``prepare`` stage makes from the same original, as an uncompressed BMP. The tier then sees
-exactly the pixels training saw and skips most of its decode. S is the answering model's ``image_size``: the client
+A photo goes to the tier as its *model input*: the letterboxed S×S square of training's preprocessing, as an
+uncompressed BMP, which the tier takes as it is (no JPEG decode, no letterbox). The photo worker makes it from the
+image it has decoded for the derivatives (:func:`pzone.preprocess.model_input_of_image`, ~1 ms; a fraction of a
+grey level on average from training's square of the original, which would cost a second decode of the original:
+~38 ms for 12 MP); the retry makes it from the stored preview. S is the answering model's ``image_size``: the client
 remembers it per tier URL (a first guess before any answer), and sends an image again at the answered size when a
 model of another size answered (a first call, or a rollout to a model with another input size).
 """
@@ -21,7 +23,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine, select
@@ -54,8 +55,17 @@ class Verdict:
     image_size: int | None = None  # the answering model's input side; None from a tier that does not say
 
 
-def model_input_of_file(path: str | Path) -> ModelInput:
-    return lambda size: model_input_bmp(path, size)
+def input_size(settings: Settings) -> int | None:
+    """The side to make model inputs at for this tier (the last answer's, else the first guess); None: no tier."""
+    if not settings.model_tier_url:
+        return None
+    return _input_sizes.get(settings.model_tier_url, FIRST_GUESS_SIZE)
+
+
+def model_input_made(made: bytes, size: int, fallback: bytes) -> ModelInput:
+    """An input already made at ``size`` (the photo worker's, from its decoded photo); any other side is made
+    from ``fallback`` (the encoded preview)."""
+    return lambda side: made if side == size else model_input_bmp(io.BytesIO(fallback), side)
 
 
 def model_input_of_object(store: LocalObjectStore | S3ObjectStore, key: str) -> ModelInput:
@@ -69,7 +79,7 @@ def classify_photos(settings: Settings, inputs: Sequence[ModelInput]) -> list[Ve
     if not settings.model_tier_url or not inputs:
         return None
     url = settings.model_tier_url
-    size = _input_sizes.get(url, FIRST_GUESS_SIZE)
+    size = input_size(settings) or FIRST_GUESS_SIZE
     made = [(i, image) for i, make in enumerate(inputs) if (image := _model_input(make, size)) is not None]
     if not made:
         return [None] * len(inputs)
@@ -176,15 +186,15 @@ def retry_pending(
     with Session(engine, expire_on_commit=False) as session:
         photos = session.scalars(
             select(Photo)
-            .where(Photo.status == "stored", Photo.verdict == "pending", Photo.original_key.is_not(None))
+            .where(Photo.status == "stored", Photo.verdict == "pending", Photo.preview_key.is_not(None))
             .order_by(Photo.completed_at)
             .limit(limit)
         ).all()
         if not photos:
             return 0
-        # One original in memory at a time: each is read when its square is made.
+        # From the stored preview (oriented, sRGB: what the worker makes its input from), read when it is made.
         verdicts = classify_photos(
-            settings, [model_input_of_object(store, str(photo.original_key)) for photo in photos]
+            settings, [model_input_of_object(store, str(photo.preview_key)) for photo in photos]
         )
         if verdicts is None:
             return 0
