@@ -25,10 +25,12 @@ import base64
 import binascii
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,8 +149,11 @@ def upload_section(
     log: Any,
     large_photos: list[bytes] | None = None,
     large_uploads_per_path: int = 0,
+    link: Link | None = None,
+    link_uploads_per_path: int = 0,
 ) -> dict[str, Any]:
-    """The three paths with ``photos``, then (when given) again with ``large_photos`` in the same processes."""
+    """The three paths with ``photos``, then (when given) again with ``large_photos``, then with ``photos`` sent
+    over ``link``, all in the same processes."""
     root = Path(__file__).resolve().parents[1]
     name, url = create_database()
     moto = MotoServer()
@@ -224,6 +229,8 @@ def upload_section(
             log,
             large_photos or [],
             large_uploads_per_path,
+            link,
+            link_uploads_per_path,
         )
     finally:
         for process in (api, worker):
@@ -260,19 +267,58 @@ def _upload_batch(
     return sent
 
 
+@dataclass(frozen=True)
+class Link:
+    """A client's uplink: the photo's bytes leave the client ``piece_bytes`` at a time at ``mbit_per_s``.
+
+    P-ZONE's deployment streams the multipart upload on to the API as it arrives (nginx and the upload Ingress:
+    ``proxy_request_buffering off``), so the API reads it in the pieces and at the pace of the client's link; on
+    loopback the same body arrives in a few large reads, the proxy's best case. The presigned path's PUT goes to
+    S3 at the same pace; the API's CPU is read over the whole upload on every path alike.
+    """
+
+    mbit_per_s: float
+    piece_bytes: int
+
+    def paced(self, body: bytes) -> Iterator[bytes]:
+        bytes_per_s = self.mbit_per_s * 1e6 / 8
+        started = time.perf_counter()
+        for offset in range(0, len(body), self.piece_bytes):
+            yield body[offset : offset + self.piece_bytes]
+            ahead = (offset + self.piece_bytes) / bytes_per_s - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def _send(
+    client: httpx.Client, method: str, url: str, body: bytes, headers: dict[str, str], link: Link | None
+) -> httpx.Response:
+    """``body`` at once, or paced by ``link`` (with its Content-Length, as a browser sends a file: not chunked)."""
+    if link is None:
+        return client.request(method, url, content=body, headers=headers)
+    paced_headers = {**headers, "Content-Length": str(len(body))}
+    return client.request(method, url, content=link.paced(body), headers=paced_headers)
+
+
 def _upload(
-    client: httpx.Client, storage: httpx.Client, headers: dict[str, str], path: str, data: bytes
+    client: httpx.Client,
+    storage: httpx.Client,
+    headers: dict[str, str],
+    path: str,
+    data: bytes,
+    link: Link | None = None,
 ) -> int:
-    """One upload by ``path``; returns the request bytes the client sent. Raises unless the photo was stored."""
+    """One upload by ``path`` (its image bytes paced by ``link`` when given); returns the request bytes the client
+    sent. Raises unless the photo was stored."""
     if path == "presigned":
         body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)}
         created = client.post("/api/photos", json=body, headers=headers)
         created.raise_for_status()
         ticket = created.json()
-        put = storage.put(ticket["upload"]["url"], content=data, headers=ticket["upload"]["headers"])
+        put = _send(storage, "PUT", ticket["upload"]["url"], data, ticket["upload"]["headers"], link)
         put.raise_for_status()
         done = client.post(f"/api/photos/{ticket['photo']['id']}/complete", headers=headers)
-        sent = len(created.request.content) + len(put.request.content) + len(done.request.content)
+        sent = len(created.request.content) + len(data) + len(done.request.content)
     elif path == "proxied":
         request = client.build_request(
             "POST",
@@ -281,12 +327,15 @@ def _upload(
             data={"device_id": "dev-1"},
             headers=headers,
         )
-        sent = len(request.read())  # the multipart body as it goes on the wire
-        done = client.send(request)
+        multipart = request.read()  # the multipart body as it goes on the wire
+        sent = len(multipart)
+        content_type = {"Content-Type": request.headers["Content-Type"]}
+        done = _send(client, "POST", "/api/photos/upload", multipart, {**headers, **content_type}, link)
     else:
-        body64 = {"device_id": "dev-1", "image": base64.b64encode(data).decode()}
-        done = client.post("/bench/base64", json=body64, headers=headers)
-        sent = len(done.request.content)
+        body64 = json.dumps({"device_id": "dev-1", "image": base64.b64encode(data).decode()}).encode()
+        sent = len(body64)
+        json_type = {"Content-Type": "application/json"}
+        done = _send(client, "POST", "/bench/base64", body64, {**headers, **json_type}, link)
     if done.status_code not in (200, 201) or done.json()["status"] != "stored":
         raise RuntimeError(f"{path} upload failed: {done.status_code} {done.text[:300]}")
     return sent
@@ -304,6 +353,8 @@ def _measure(
     log: Any,
     large_photos: list[bytes],
     large_n: int,
+    link: Link | None = None,
+    link_n: int = 0,
 ) -> dict[str, Any]:
     client = httpx.Client(base_url=base_url, timeout=60)
     signed = client.post(
@@ -352,6 +403,18 @@ def _measure(
                 "large_upload_paths": large,
             }
         )
+    if link is not None and link_n > 0:
+        paced = _run_paths(client, storage, headers, processes, photos, link_n, log, "link ", link)
+        out.update(
+            {
+                "link_mbit_per_s": link.mbit_per_s,
+                "link_piece_kib": round(link.piece_bytes / 1024, 1),
+                "link_uploads_per_path": link_n,
+                **{f"link_{path}_api_cpu_s": paced[path]["api_cpu_s"] for path in PATHS},
+                **_ratios(paced, "link_"),
+                "link_upload_paths": paced,
+            }
+        )
     return out
 
 
@@ -364,6 +427,7 @@ def _run_paths(
     n: int,
     log: Any,
     label: str,
+    link: Link | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for path in PATHS:
@@ -373,7 +437,7 @@ def _run_paths(
         for i in range(n):
             data = with_comment(photos[i % len(photos)], f"{label}{path}-{i}-{time.time_ns()}")
             image_bytes += len(data)
-            sent += _upload(client, storage, headers, path, data)
+            sent += _upload(client, storage, headers, path, data, link)
         seconds = time.perf_counter() - started
         cpu = {name: _cpu_used(before[name], _cpu(process)) / n for name, process in processes.items()}
         results[path] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 import urllib.error
@@ -21,6 +22,7 @@ from pzone.db.engine import make_engine
 from pzone.db.models import Photo
 from pzone.storage import LocalObjectStore, S3ObjectStore
 from pzone.telemetry import Limits
+from pzone_api.bodies import DEFAULT_MIN_BYTES, CoalescedBody
 from pzone_api.images import inspect_and_derive
 from pzone_api.verdicts import retry_pending
 from pzone_ingest.messages import from_iot_event
@@ -177,6 +179,33 @@ def test_multipart_upload(api: dict[str, Any]) -> None:
     photo = response.json()
     assert (photo["width"], photo["height"]) == (800, 600)
     assert photo["taken_at_source"] == "client" and photo["taken_at"].startswith("2026-11-20T10:00:00")
+
+
+def test_multipart_upload_in_small_pieces_is_stored_whole(api: dict[str, Any]) -> None:
+    """A client on a slow link: the body arrives in 1 kB pieces, gathered before the parser (CoalescedBody)."""
+    client, app = api["client"], api["app"]
+    assert any(m.cls is CoalescedBody for m in app.user_middleware)
+    csrf = signup(client, "cy@example.com", "correct horse battery")
+    noise = np.random.default_rng(5).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise).save(out, "JPEG", quality=90)
+    data = out.getvalue()  # noise: about 1.5 MB, more than one coalesced piece
+    request = client.build_request(
+        "POST",
+        "/api/photos/upload",
+        files={"file": ("p.jpg", data, "image/jpeg")},
+        data={"device_id": "dev-1"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    body = request.read()
+    assert len(body) > 2 * DEFAULT_MIN_BYTES
+    pieces = (body[i : i + 1000] for i in range(0, len(body), 1000))
+    headers = {"Content-Type": request.headers["Content-Type"], "X-CSRF-Token": csrf}
+    response = client.post("/api/photos/upload", content=pieces, headers=headers)
+    assert response.status_code == 201, response.text
+    photo = response.json()
+    assert photo["sha256"] == hashlib.sha256(data).hexdigest() and photo["size_bytes"] == len(data)
+    assert (photo["width"], photo["height"]) == (1600, 1200)
 
 
 def test_users_see_only_their_own_photos(api: dict[str, Any]) -> None:

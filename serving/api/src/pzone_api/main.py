@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(accuracy.router)
     _serve_ui(app)
+    from pzone_api.bodies import CoalescedBody
+
+    app.add_middleware(CoalescedBody)
     return app
 
 
