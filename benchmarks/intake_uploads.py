@@ -244,6 +244,9 @@ def upload_section(
 
 
 BATCH = 8  # photos per batch on the presigned_batch path
+# The API's CPU per second with nothing to do (uvicorn's 10 ticks a second, the event loop's timers): every path
+# pays it for its wall time, the paths over a slow link the most.
+IDLE_S = 2.0
 
 
 def _upload_batch(
@@ -366,6 +369,9 @@ def _measure(
     for path in PATHS:  # warm-up: imports, connections, first-call costs in both processes
         _upload(client, storage, headers, path, with_comment(photos[0], f"warm-{path}-{time.time_ns()}"))
     _upload_batch(client, storage, headers, [with_comment(photos[0], f"warm-batch-{i}") for i in range(2)])
+    idle_before = _cpu(processes["api"])
+    time.sleep(IDLE_S)
+    api_idle_cpu_per_s = _cpu_used(idle_before, _cpu(processes["api"])) / IDLE_S
     results = _run_paths(client, storage, headers, processes, photos, n, log, "")
     results[BATCH_PATH] = _run_batches(client, storage, headers, processes, photos, max(n, BATCH), log)
     out: dict[str, Any] = {
@@ -386,6 +392,7 @@ def _measure(
         **_ratios(results, ""),
         "upload_paths": results,
         "auth_request_api_cpu_s": _auth_request_cpu(client, processes["api"]),
+        "api_idle_cpu_per_s": round(api_idle_cpu_per_s, 5),
     }
     if large_photos and large_n > 0:
         for (
