@@ -283,6 +283,38 @@ def machine() -> dict[str, Any]:
     }
 
 
+def size_fit(results: Mapping[str, Any]) -> dict[str, Any]:
+    """How the API's CPU per upload grows with the photo on loopback: per path, the line through the two sizes
+    measured (``photo_mb`` and ``large_photo_mb``), and the photo size from which a single presigned upload would
+    cost ``TARGET_API_CPU_RATIO`` times less than a proxied one (None when the lines never get there).
+
+    The presigned path's CPU does not grow with the photo (the bytes never reach the API); the proxied path's grows
+    by what streaming a megabyte costs, on top of a fixed part (its request, the queue, the answer) that is about
+    the presigned path's whole cost.
+    """
+    small, large = results.get("photo_mb"), results.get("large_photo_mb")
+    if not small or not large or large <= small or "large_proxied_api_cpu_s" not in results:
+        return {}
+    out: dict[str, Any] = {}
+    lines: dict[str, tuple[float, float]] = {}
+    for path in UPLOAD_PATHS:
+        per_mb = (results[f"large_{path}_api_cpu_s"] - results[f"{path}_api_cpu_s"]) / (large - small)
+        fixed = results[f"{path}_api_cpu_s"] - per_mb * small
+        lines[path] = (fixed, per_mb)
+        out[f"{path}_api_cpu_s_per_mb"] = round(per_mb, 5)
+        out[f"{path}_api_cpu_fixed_s"] = round(fixed, 5)
+    (presigned_fixed, presigned_per_mb), (proxied_fixed, proxied_per_mb) = (
+        lines["presigned"],
+        lines["proxied"],
+    )
+    gain = proxied_per_mb - TARGET_API_CPU_RATIO * presigned_per_mb
+    crossover = (TARGET_API_CPU_RATIO * presigned_fixed - proxied_fixed) / gain if gain > 1e-9 else None
+    out["presigned_3x_below_proxied_from_mb"] = (
+        round(max(crossover, 0.0), 1) if crossover is not None else None
+    )
+    return out
+
+
 def table(results: Mapping[str, Any]) -> str:
     rows = [
         ("make_derivatives", results["thumbs_per_s"], results["thumbs_median_ms"]),
@@ -318,6 +350,14 @@ def table(results: Mapping[str, Any]) -> str:
             f"{results['presigned_batch_api_cpu_s'] * 1e3:.1f}  (proxied/batch "
             f"{results['proxied_vs_presigned_batch_api_cpu']:.2f}x, base64/batch "
             f"{results['base64_vs_presigned_batch_api_cpu']:.2f}x; target {TARGET_API_CPU_RATIO:.0f}x)"
+        )
+    if "proxied_api_cpu_s_per_mb" in results:
+        crossover = results["presigned_3x_below_proxied_from_mb"]
+        lines.append(
+            "API CPU per MB of photo on loopback: "
+            + "  ".join(f"{path} {results[f'{path}_api_cpu_s_per_mb'] * 1e3:.2f} ms" for path in UPLOAD_PATHS)
+            + f"; presigned {TARGET_API_CPU_RATIO:.0f}x below proxied from "
+            + (f"{crossover} MB photos" if crossover is not None else "no photo size")
         )
     if "auth_request_api_cpu_s" in results:
         lines.append(
@@ -374,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         link_n = int(preset["link_uploads"] if args.link_uploads is None else args.link_uploads)
         link = Link(mbit_per_s=args.link_mbit, piece_bytes=max(1, int(args.link_piece_kib * 1024)))
         results.update(upload_section(photos, int(preset["uploads"]), log, large, large_n, link, link_n))
+    results.update(size_fit(results))
     results["targets"] = {"thumbs_speedup_3x": results["thumbs_speedup"] >= TARGET_SPEEDUP}
     if not args.no_uploads:  # "far less API CPU per upload": at least 3x less than each of the other paths
         results["targets"]["presigned_api_cpu_3x_below_proxied_and_base64"] = (
