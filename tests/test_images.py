@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageFile, ImageOps, ImageStat
 
-from pzone_api import images
+from pzone.preprocess import to_srgb
 from pzone_api.images import (
     BAD_IMAGE_CODES,
     DEFAULT_SIZES,
@@ -386,4 +386,4 @@ def test_colour_profiles_that_cannot_be_converted_are_dropped() -> None:
     lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     for icc in (None, b"", b"not a profile", lab, srgb):
-        assert images._to_srgb(im, icc) is im
+        assert to_srgb(im, icc) is im

@@ -17,6 +17,7 @@ from pzone_api.images import inspect_and_derive
 from pzone_api.settings import Settings
 from pzone_api.verdicts import ModelInput, classify_photos
 from pzone_model.runtime import BadImage, decode_image, decode_square
+from tests.support.images import photo, wide_gamut_icc
 from tests.support.model_tier import ModelTierStandIn
 from tests.test_photos import assert_model_input, photo_bytes
 
@@ -43,7 +44,16 @@ def sources() -> dict[str, bytes]:
         "palette png": encoded(Image.new("P", (33, 33), 5), "PNG"),
         "webp": encoded(Image.new("RGB", (120, 90), (40, 50, 60)), "WEBP"),
         "smaller than the square": photo_bytes((20, 12)),
+        "jpeg, wide-gamut profile": encoded(photo(640, 480, seed=3), "JPEG", icc_profile=wide_gamut_icc()),
+        "png, transparent colour": encoded(transparent_colour_rgb(), "PNG", transparency=(0, 0, 0)),
+        "palette png, transparent entry": encoded(Image.new("P", (40, 30), 0), "PNG", transparency=0),
     }
+
+
+def transparent_colour_rgb() -> Image.Image:
+    image = Image.new("RGB", (64, 48), (0, 0, 0))  # black: the PNG's transparent colour
+    image.paste((200, 40, 90), (10, 10, 40, 30))
+    return image
 
 
 # --- the model input --------------------------------------------------------------------------------------------
@@ -61,13 +71,12 @@ def test_the_model_input_is_trainings_square_losslessly(name: str, size: int) ->
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(
-    "name", ["jpeg", "jpeg, EXIF turned", "jpeg, mirrored", "grey png", "webp", "smaller than the square"]
-)
+@pytest.mark.parametrize("name", list(sources()))
 @pytest.mark.parametrize("size", [32, 96])
 def test_the_workers_model_input_is_near_trainings_square(name: str, size: int) -> None:
     """The photo worker's input comes from the image it decoded for the derivatives (one decode, not two): within
-    a fraction of a grey level of training's square of the original on average, orientation included."""
+    a fraction of a grey level of training's square of the original on average, orientation, transparency (on
+    white) and colour profiles (to sRGB) included."""
     data = sources()[name]
     _, derivatives = inspect_and_derive(
         data, declared_content_type=None, max_pixels=10**8, max_side=20_000, model_size=size
@@ -263,3 +272,96 @@ def test_no_tier_no_verdicts(tmp_path: Path) -> None:
     assert classify_photos(settings_for(away), [model_input_of_file(path)]) is None
     assert classify_photos(Settings(model_tier_url=None), [model_input_of_file(path)]) is None
     assert classify_photos(settings_for(away), []) is None
+
+
+# --- colours as displayed: the same in training, the worker's derivatives and the tier ----------------------------
+P3_ORANGE, SRGB_OF_P3_ORANGE = (180, 120, 60), (192, 117, 40)  # the second: littlecms's sRGB of the first
+
+
+def flat(colour: tuple[int, int, int], **save: object) -> bytes:
+    return encoded(Image.new("RGB", (64, 48), colour), "PNG", **save)
+
+
+def centre(square: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(v) for v in square[square.shape[0] // 2, square.shape[1] // 2])
+
+
+@pytest.mark.unit
+def test_a_wide_gamut_photo_is_squared_in_srgb() -> None:
+    with_profile = load_square(io.BytesIO(flat(P3_ORANGE, icc_profile=wide_gamut_icc())), 32)
+    without = load_square(io.BytesIO(flat(P3_ORANGE)), 32)
+    assert centre(without) == P3_ORANGE
+    assert np.abs(np.subtract(centre(with_profile), SRGB_OF_P3_ORANGE)).max() <= 1
+    assert tuple(int(v) for v in with_profile[0, 0]) == (0, 0, 0)  # the letterbox padding is still black
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "profile",
+    [b"not a profile", b"", "srgb", "lab"],
+)
+def test_profiles_that_need_no_or_allow_no_conversion_leave_the_colours(profile: object) -> None:
+    from PIL import ImageCms
+
+    if profile == "srgb":
+        profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    elif profile == "lab":
+        profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    # a profile that is damaged, sRGB, or not for RGB is no reason to refuse the photo, nor to change it
+    assert centre(load_square(io.BytesIO(flat(P3_ORANGE, icc_profile=profile)), 32)) == P3_ORANGE
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name", ["png RGBA portrait", "png, transparent colour", "palette png, transparent entry"]
+)
+def test_transparency_is_squared_on_white(name: str) -> None:
+    square = load_square(io.BytesIO(sources()[name]), 96)
+    if name == "png RGBA portrait":  # 50 % green over white, not over black
+        assert np.abs(np.subtract(centre(square), (132, 227, 142))).max() <= 2
+    else:  # a transparent pixel near the picture's top-left corner (the picture spans rows 12-83 of the square)
+        assert tuple(int(v) for v in square[16, 4]) == (255, 255, 255)
+    assert (
+        tuple(int(v) for v in square[2, 48]) == (0, 0, 0) or name == "png RGBA portrait"
+    )  # padding stays black
+
+
+@pytest.mark.unit
+def test_the_derivatives_show_the_same_colours_as_the_square() -> None:
+    data = flat(P3_ORANGE, icc_profile=wide_gamut_icc())
+    _, derivatives = inspect_and_derive(
+        data, declared_content_type=None, max_pixels=10**8, max_side=20_000, model_size=32
+    )
+    with Image.open(io.BytesIO(derivatives["thumb"])) as thumb:
+        assert "icc_profile" not in thumb.info  # stored in sRGB, so no profile is needed
+        shown = np.asarray(thumb.convert("RGB"))
+    assert np.abs(np.subtract(centre(shown), SRGB_OF_P3_ORANGE)).max() <= 3  # JPEG
+    with Image.open(io.BytesIO(derivatives["model"])) as model:
+        assert np.abs(np.subtract(centre(np.asarray(model)), SRGB_OF_P3_ORANGE)).max() <= 1
+
+
+@pytest.mark.unit
+def test_the_tier_converts_a_square_that_has_a_profile() -> None:
+    """The tier takes an RGB square as it is only when it has no colour profile and no transparent colour."""
+    square_with_profile = encoded(Image.new("RGB", (32, 32), P3_ORANGE), "PNG", icc_profile=wide_gamut_icc())
+    decoded = decode_image(square_with_profile, 32, 10**7)
+    assert np.array_equal(decoded, load_square(io.BytesIO(square_with_profile), 32))
+    assert np.abs(np.subtract(centre(decoded), SRGB_OF_P3_ORANGE)).max() <= 1
+    assert decode_square(square_with_profile, 32, 10**7) is None  # off the event loop: it needs the full path
+    plain = encoded(Image.new("RGB", (32, 32), P3_ORANGE), "PNG")
+    assert decode_square(plain, 32, 10**7) is not None
+
+
+@pytest.mark.unit
+def test_one_profile_converts_alike_from_many_threads() -> None:
+    """The transform of a profile is built once and shared (the photo worker runs several threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pzone.preprocess import to_srgb
+
+    pictures = [photo(200, 150, seed=seed) for seed in range(8)]
+    alone = [np.asarray(to_srgb(picture, wide_gamut_icc())) for picture in pictures]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: np.asarray(to_srgb(p, wide_gamut_icc())), pictures * 4))
+    assert all(np.array_equal(got, alone[i % 8]) for i, got in enumerate(together))
+    assert not np.array_equal(alone[0], np.asarray(pictures[0]))  # converted, not passed through

@@ -94,6 +94,59 @@ def srgb_icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
+def wide_gamut_icc(description: str = "P-ZONE test wide gamut (P3 primaries)") -> bytes:
+    """An RGB display profile (ICC v2, matrix/TRC) with Display P3's primaries and white, gamma 2.2: what phones
+    embed in their photos, built here (Pillow can only create sRGB, LAB and XYZ profiles)."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    def text_description(text: str) -> bytes:
+        ascii_text = text.encode("ascii") + b"\0"
+        return (
+            b"desc" + bytes(4) + struct.pack(">I", len(ascii_text)) + ascii_text + bytes(4 + 4 + 2 + 1 + 67)
+        )
+
+    gamma = b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", round(2.2 * 256)) + bytes(2)
+    tags = [
+        (b"desc", text_description(description)),
+        (b"cprt", b"text" + bytes(4) + b"none\0\0\0\0"),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        # P3's primaries, adapted to the D50 of the ICC connection space (as in Apple's Display P3 profile)
+        (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
+        (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)),
+        (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
+        (b"rTRC", gamma),
+        (b"gTRC", gamma),
+        (b"bTRC", gamma),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        padded = body + bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += padded
+    body = struct.pack(">I", len(tags)) + table + data
+    header = (
+        struct.pack(">I", 128 + len(body))
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])  # version 2.1
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + bytes(4 + 4 + 4 + 4 + 8 + 4)  # platform, flags, manufacturer, model, attributes, rendering intent
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)  # the connection space's illuminant, D50
+        + bytes(4 + 16 + 28)  # creator, profile id, reserved
+    )
+    assert len(header) == 128
+    return header + body
+
+
 def displayed_with_red_corner(width: int = 300, height: int = 400) -> Image.Image:
     """The picture as it should be seen: a photo with a red block in its top-left corner."""
     im = photo(width, height, seed=7, fine_noise=8)

@@ -1,23 +1,28 @@
-"""The one image preprocessing that training and serving share: decode, orient, letterbox to a square.
+"""The one image preprocessing that training and serving share: decode, orient, colours as displayed, letterbox.
 
 The ``prepare`` stage, the model tier and the web front's model inputs all letterbox with this code, so the tilt
 geometry is never distorted: the whole photo is fitted into size×size keeping its aspect ratio and the rest is
-padded. Needs Pillow and numpy (the ``cli`` extra of pzone-core, and every package that trains or serves);
+padded. Colours are the ones a person sees, as in the photo's derivatives: transparency composited onto white
+(:func:`flatten_onto_white`) and an embedded colour profile other than sRGB (Display P3 from phones) converted
+to sRGB (:func:`to_srgb`); the photo worker's derivatives use the same two functions. Needs Pillow and numpy (the ``cli`` extra of pzone-core, and every package that trains or serves);
 :func:`model_input_bmp` and :func:`model_input_of_image`, which the web front calls, need Pillow only.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageCms
 
 PAD_VALUE = 0
+WHITE = (255, 255, 255)  # what transparency is shown on
 MAX_PIXELS = 64_000_000  # a decompression bomb is an error, not a warning
 
 
@@ -95,7 +100,8 @@ def square_from_image(image: Image.Image, size: int) -> np.ndarray:
 
 
 def square_image(image: Image.Image, size: int) -> Image.Image:
-    """An opened, not yet decoded image → the oriented, letterboxed size×size RGB image.
+    """An opened, not yet decoded image → the oriented, letterboxed size×size RGB image, in the colours displayed
+    (:func:`flatten_onto_white`, :func:`to_srgb`: what the photo worker's derivatives show).
 
     JPEG draft mode lets the decoder scale down by 1/2..1/8 in the DCT (much faster), to the smallest scale whose
     longer side is still at least ``size``; the letterbox then resizes by less than 2× with an antialiasing filter.
@@ -104,6 +110,55 @@ def square_image(image: Image.Image, size: int) -> Image.Image:
     """
     from PIL import ImageOps
 
+    icc = image.info.get("icc_profile")
     image.draft("RGB", (size, size))
     upright = ImageOps.exif_transpose(image)
-    return letterbox_image(upright, size)
+    return letterbox_image(to_srgb(flatten_onto_white(upright), icc), size)
+
+
+def flatten_onto_white(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency (an alpha channel, or a palette's or a PNG's transparent colour) composited onto
+    white; other modes are converted as Pillow does."""
+    from PIL import Image
+
+    if image.mode == "RGB" and "transparency" not in image.info:
+        return image
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", image.size, WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def to_srgb(image: Image.Image, icc: object) -> Image.Image:
+    """An RGB image converted from its ICC profile ``icc`` (the bytes of ``info["icc_profile"]``) to sRGB; the same
+    image when it has none, an sRGB one, or one that is unusable or not for RGB (a damaged profile is no reason to
+    refuse a photo)."""
+    if not isinstance(icc, bytes) or not icc or image.mode != "RGB":
+        return image
+    from PIL import ImageCms
+
+    try:
+        transform = _transform_to_srgb(icc)
+        if transform is None:
+            return image
+        converted = ImageCms.applyTransform(image, transform)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+    return converted if converted is not None else image
+
+
+@lru_cache(maxsize=16)
+def _transform_to_srgb(icc: bytes) -> ImageCms.ImageCmsTransform | None:
+    """The transform from this profile to sRGB (None: none needed or possible). Kept: building one costs ~5 ms, and
+    a phone puts the same profile in every photo. NOCACHE: no one-pixel cache, so threads may share it."""
+    from PIL import ImageCms
+
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if source.profile.xcolor_space.strip() != "RGB":
+        return None
+    if "srgb" in ImageCms.getProfileDescription(source).lower():
+        return None
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return ImageCms.buildTransform(source, srgb, "RGB", "RGB", flags=ImageCms.Flags.NOCACHE)

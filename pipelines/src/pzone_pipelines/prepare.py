@@ -80,7 +80,8 @@ def assign_split(sha256: str, params: PrepareParams, test_members: set[str]) -> 
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
-    """Decode, apply EXIF orientation, letterbox to size×size RGB (uint8): the model tier does the same."""
+    """Decode, apply EXIF orientation, show transparency on white and colours in sRGB, letterbox to size×size RGB
+    (uint8): the model tier and the photo worker do the same."""
     return preprocess.load_square(path, size)
 
 

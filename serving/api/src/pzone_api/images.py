@@ -65,13 +65,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Final, Literal, NoReturn, get_args
 
-from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from pzone.preprocess import model_input_of_image
+from pzone.preprocess import flatten_onto_white, model_input_of_image, to_srgb
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
@@ -123,7 +122,6 @@ DEFAULT_QUALITY: Final = 85
 # Image.thumbnail does; LANCZOS costs about 25 % more time per photo for a difference that is hard to see.
 _RESAMPLE: Final = Image.Resampling.BICUBIC
 _REDUCING_GAP: Final = 2.0
-_WHITE: Final = (255, 255, 255)
 
 # The same table as PIL.ImageOps.exif_transpose.
 _TRANSPOSE_FOR_ORIENTATION: Final[Mapping[int, Image.Transpose]] = types.MappingProxyType(
@@ -1092,39 +1090,6 @@ def _resizable(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _flatten(im: Image.Image) -> Image.Image:
-    """RGB, with transparency composited onto white."""
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("RGBA", "LA"):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGB", im.size, _WHITE)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return im.convert("RGB")
-
-
-@lru_cache(maxsize=1)
-def _srgb() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
-def _to_srgb(im: Image.Image, icc: object) -> Image.Image:
-    """Convert an RGB image from its ICC profile to sRGB; unchanged if it has none, sRGB, or an unusable one."""
-    if not isinstance(icc, bytes) or not icc:
-        return im
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if source.profile.xcolor_space.strip() != "RGB":
-            return im
-        if "srgb" in ImageCms.getProfileDescription(source).lower():
-            return im
-        converted = ImageCms.profileToProfile(im, source, _srgb(), outputMode="RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return im
-    return converted if converted is not None else im
-
-
 def _encode(im: Image.Image, quality: int) -> bytes:
     im.info = {}  # Pillow copies info (EXIF, XMP, comment, ...) from image to image; JPEG save reads "comment"
     out = io.BytesIO()
@@ -1159,7 +1124,7 @@ def _derive(
             transpose = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
             if transpose is not None:
                 current = current.transpose(transpose)
-            current = _to_srgb(_flatten(current), icc)
+            current = to_srgb(flatten_onto_white(current), icc)
             oriented = True
             model = model_input_of_image(current, model_size) if model_size else None
         elif current.size != target:

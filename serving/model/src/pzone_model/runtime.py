@@ -224,7 +224,13 @@ def _decode(data: bytes, size: int, max_pixels: int, *, squares_only: bool) -> n
         pixels = image.width * image.height
         if pixels > max_pixels:
             raise BadImage("too_many_pixels", f"{pixels} pixels is over the limit of {max_pixels}")
-        is_square = image.size == (size, size) and image.mode == "RGB"
+        # A square in other colours (a colour profile, a transparent colour) goes the full path, which converts.
+        is_square = (
+            image.size == (size, size)
+            and image.mode == "RGB"
+            and not image.info.get("icc_profile")
+            and "transparency" not in image.info
+        )
         if squares_only and not is_square:
             return None
         try:
