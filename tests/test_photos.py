@@ -31,6 +31,7 @@ from tests.support.api import (
     TEST_REDIS_URL,
     delete_queue_keys,
     delete_redis_keys,
+    login,
     make_app,
     photo_worker_process,
     random_queue_name,
@@ -588,6 +589,49 @@ def test_stopped_worker_gives_202_and_the_photo_is_finished_once_a_worker_starts
         )
 
 
+def test_a_swept_upload_goes_to_the_worker_and_a_late_complete_gets_its_outcome(
+    queued: dict[str, Any],
+) -> None:
+    """On Redis the sweep's job goes to the photo worker like any other; the client that comes back and says
+    complete while the outcome is kept gets the stored photo, as if it had never been away."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from pzone_api.processing import finish_or_purge_stale_uploads
+
+    app = queued_app(queued, processing_wait_s=30.0)
+    with TestClient(app) as client, photo_worker_process(worker_env(queued), queued["log"]):
+        csrf = signup(client, "late@example.com", "correct horse battery")
+        data = photo_bytes((640, 480), orientation=6)
+        created = client.post(
+            "/api/photos",
+            json={"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)},
+            headers={"X-CSRF-Token": csrf},
+        )
+        photo_id = created.json()["photo"]["id"]
+        assert put_upload(client, created.json()["upload"], data) in (200, 204)
+        engine = make_engine(queued["db"])
+        try:
+            with engine.begin() as conn:
+                old = datetime.now(UTC) - timedelta(hours=3)
+                conn.execute(update(Photo).where(Photo.id == photo_id).values(created_at=old))
+            sweep = finish_or_purge_stale_uploads(
+                engine, app.state.store, app.state.photo_queue, timedelta(hours=1)
+            )
+        finally:
+            engine.dispose()
+        assert sweep.completed == [photo_id] and sweep.purged == 0
+        late = client.post(f"/api/photos/{photo_id}/complete", headers={"X-CSRF-Token": csrf})
+        assert late.status_code == 200, late.text + queued["log"].read_text()
+        assert late.json()["status"] == "stored" and (late.json()["width"], late.json()["height"]) == (
+            480,
+            640,
+        )
+        again = client.post(f"/api/photos/{photo_id}/complete", headers={"X-CSRF-Token": csrf})
+        assert again.status_code == 409 and again.json()["detail"]["code"] == "already_completed"
+
+
 def test_an_early_complete_left_uncollected_does_not_answer_the_next_one(queued: dict[str, Any]) -> None:
     """complete before the PUT, with the worker late (202): the job later finds nothing and leaves "not uploaded"
     in Redis; after the PUT, the next complete must wait for its own job, not take that stale outcome."""
@@ -666,42 +710,72 @@ def test_a_job_lost_with_its_worker_is_enqueued_again_and_never_runs_twice(queue
         assert client.get(f"/api/photos/{photo_id}").json() == stored
 
 
-def test_uploads_never_completed_are_purged_with_their_bytes(api: dict[str, Any]) -> None:
+def test_uploads_never_completed_are_completed_when_their_bytes_arrived_else_purged(
+    api: dict[str, Any],
+) -> None:
+    """The housekeeping sweep, past the upload URL's lifetime: a photo PUT whose client never said complete (lost
+    its connection) is completed on the owner's behalf and checked like any other; one with no bytes, or whose owner
+    is no longer active, is removed with whatever arrived; a recent one is left to its client."""
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import update
-    from sqlalchemy.orm import Session
 
-    from pzone.db.engine import make_engine
-    from pzone.db.models import Photo
-    from pzone_api.intake import purge_stale_uploads
+    from pzone.db.models import User
+    from pzone_api.processing import finish_or_purge_stale_uploads
 
-    client, store = api["client"], api["store"]
-    csrf = signup(client, "old@example.com", "correct horse battery")
-    data = photo_bytes()
-    tickets = []
-    for _ in range(2):
+    client, store, app = api["client"], api["store"], api["app"]
+
+    def ticket(data: bytes, csrf: str, *, put: bool = True) -> str:
         created = client.post(
             "/api/photos",
             json={"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)},
             headers={"X-CSRF-Token": csrf},
         )
-        assert created.status_code == 201
-        tickets.append(created.json())
-    assert put_upload(client, tickets[0]["upload"], data) in (200, 204)  # bytes arrived, complete never came
+        assert created.status_code == 201, created.text
+        if put:
+            assert put_upload(client, created.json()["upload"], data) in (200, 204)
+        return str(created.json()["photo"]["id"])
+
+    good, text = photo_bytes(), b"this is not a picture, only its name says so\n" * 20
+    csrf = signup(client, "old@example.com", "correct horse battery")
+    ids = {
+        "uploaded": ticket(good, csrf),
+        "never_put": ticket(good, csrf, put=False),
+        "not_an_image": ticket(text, csrf),
+        "recent": ticket(good, csrf),
+    }
+    ids["gone_owner"] = ticket(good, signup(client, "gone@example.com", "correct horse battery"))
     engine = make_engine(api["db"])
     try:
         with Session(engine) as session:
             old = datetime.now(UTC) - timedelta(hours=3)
-            session.execute(update(Photo).where(Photo.id == tickets[0]["photo"]["id"]).values(created_at=old))
+            aged = [ids[name] for name in ("uploaded", "never_put", "not_an_image", "gone_owner")]
+            session.execute(update(Photo).where(Photo.id.in_(aged)).values(created_at=old))
+            session.execute(update(User).where(User.email == "gone@example.com").values(is_active=False))
             session.commit()
-            assert any(key.startswith("uploads/") for key in object_keys(store))
-            assert purge_stale_uploads(session, store, timedelta(hours=1)) == 1
-            remaining = {p.id for p in session.query(Photo).all()}
+        sweep = finish_or_purge_stale_uploads(engine, store, app.state.photo_queue, timedelta(hours=1))
+        assert sorted(sweep.completed) == sorted([ids["uploaded"], ids["not_an_image"]])
+        assert sweep.purged == 2  # never_put, gone_owner
+        with Session(engine) as session:
+            status = {p.id: p.status for p in session.scalars(select(Photo))}
+        # the text was claimed and checked like any upload: refused, its row and objects removed
+        assert status == {ids["uploaded"]: "stored", ids["recent"]: "awaiting_upload"}
+        assert {k for k in object_keys(store) if k.startswith("uploads/")} == {f"uploads/{ids['recent']}"}
+        # nothing left to do on the next pass
+        again = finish_or_purge_stale_uploads(engine, store, app.state.photo_queue, timedelta(hours=1))
+        assert again.completed == [] and again.purged == 0
     finally:
         engine.dispose()
-    assert remaining == {tickets[1]["photo"]["id"]}
-    assert not any(key.startswith("uploads/") for key in object_keys(store))
+    csrf = login(client, "old@example.com", "correct horse battery")
+    history = client.get("/api/photos").json()
+    shown = {item["id"]: item for item in history["items"]}
+    assert shown[ids["uploaded"]]["status"] == "stored" and shown[ids["uploaded"]]["thumb_url"]
+    assert Image.open(io.BytesIO(fetch(client, shown[ids["uploaded"]]["thumb_url"]))).size[0] <= 256
+    # the client comes back and says complete after all: told it is done, and the photo is there
+    late = client.post(f"/api/photos/{ids['uploaded']}/complete", headers={"X-CSRF-Token": csrf})
+    assert late.status_code == 409 and late.json()["detail"]["code"] == "already_completed"
+    done = client.post(f"/api/photos/{ids['recent']}/complete", headers={"X-CSRF-Token": csrf})
+    assert done.status_code == 200 and done.json()["status"] == "stored"
 
 
 def test_migration_0005_processing_lease_upgrade_backfill_and_downgrade(db_url: str) -> None:

@@ -507,20 +507,6 @@ def _downloaded(store: Store, key: str, max_bytes: int) -> Iterator[Path]:
         yield path
 
 
-def purge_stale_uploads(session: Session, store: Store, older_than: timedelta) -> int:
-    """Remove photos whose upload never completed (and any bytes that did arrive); returns how many."""
-    cutoff = datetime.now(UTC) - older_than
-    stale = session.scalars(
-        select(Photo).where(Photo.status == "awaiting_upload", Photo.created_at < cutoff)
-    ).all()
-    for photo in stale:
-        if photo.upload_key:
-            store.delete(photo.upload_key)
-        session.delete(photo)
-    session.commit()
-    return len(stale)
-
-
 def _aware(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None

@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy.orm import Session
 
 from pzone.db.engine import make_engine
 from pzone.storage import object_store_from_settings
@@ -87,19 +86,21 @@ def _serve_ui(app: FastAPI) -> None:
 
 async def _retry_verdicts(app: FastAPI) -> None:
     """Background housekeeping: photos saved as "pending" get their verdict once the model tier answers again,
-    uploads that never completed are removed (here, not on every create: it keeps requests cheap), and photos whose
-    processing job was lost (a crashed photo worker) are enqueued again."""
-    from pzone_api.intake import purge_stale_uploads
-    from pzone_api.processing import requeue_stuck
+    direct uploads that never completed are completed when their bytes arrived and removed otherwise (here, not on
+    every create: it keeps requests cheap), and photos whose processing job was lost (a crashed photo worker) are
+    enqueued again."""
+    from pzone_api.processing import finish_or_purge_stale_uploads, requeue_stuck
     from pzone_api.verdicts import retry_pending
 
     settings: Settings = app.state.settings
 
     def purge() -> None:
-        with Session(app.state.engine) as session:
-            purge_stale_uploads(
-                session, app.state.store, timedelta(seconds=settings.upload_url_expires_s * 2)
-            )
+        finish_or_purge_stale_uploads(
+            app.state.engine,
+            app.state.store,
+            app.state.photo_queue,
+            timedelta(seconds=settings.upload_url_expires_s * 2),
+        )
 
     while True:
         await asyncio.sleep(settings.verdict_retry_interval_s)
