@@ -2,7 +2,7 @@
 
 Three consumers are measured in one run, each against its own fresh database and its own private Mosquitto:
 
-- ``worker``: :class:`pzone_ingest.worker.IngestWorker` (MQTT v5, shared subscription, batches, manual acks);
+- ``worker``: :class:`pzone_ingest.mqtt_worker.IngestWorker` (MQTT v5, shared subscription, batches, manual acks);
 - ``seed``: the Lambda path, one ``pzone_ingest.handler.handler(event)`` call (one INSERT, one commit) per message,
   called synchronously from a paho subscriber that acknowledges each message after the handler returns;
 - ``raw``: a paho subscriber that only parses the JSON and acknowledges it: the ceiling for a Python consumer.
@@ -420,7 +420,7 @@ def _profiled(target: Callable[..., Any], path: Path, clock: str) -> Callable[..
 def consume_worker(
     plan: Plan, n: int, db_url: str, pg_url: str, broker: Broker, meter: CpuMeter
 ) -> dict[str, Any]:
-    from pzone_ingest.worker import IngestWorker
+    from pzone_ingest.mqtt_worker import IngestWorker
 
     settings = _worker_settings(plan, db_url, broker.url, "bench-worker")
     finish = Finish()

@@ -49,6 +49,7 @@ from pzone_api.images import (  # noqa: E402
     inspect_image,
     make_derivatives,
 )
+from pzone_api.images.derivatives import TRANSPOSE_FOR_ORIENTATION  # noqa: E402
 from tests.support.images import encode, photo  # noqa: E402
 
 MAX_PIXELS = 40_000_000  # Settings.image_max_pixels' default
@@ -125,17 +126,6 @@ def synthesize(count: int, width: int, height: int) -> list[bytes]:
 # implementations
 
 
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
 def plain_pillow_derivatives(
     data: bytes, sizes: Mapping[str, int] = DEFAULT_SIZES, quality: int = DEFAULT_QUALITY
 ) -> dict[str, bytes]:
@@ -145,7 +135,7 @@ def plain_pillow_derivatives(
     image) and encodes them exactly as ``make_derivatives`` does.
     """
     im = Image.open(io.BytesIO(data))
-    transpose = _TRANSPOSE.get(im.getexif().get(ExifTags.Base.Orientation, 1))
+    transpose = TRANSPOSE_FOR_ORIENTATION.get(im.getexif().get(ExifTags.Base.Orientation, 1))
     full = im.convert("RGB")
     out: dict[str, bytes] = {}
     for name, box in sizes.items():

@@ -30,26 +30,24 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response, UploadFile
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
 from pzone.telemetry import Limits
 from pzone_api.api.deps import CsrfChecked, CurrentSession, DbDep, PhotoQueueDep, SettingsDep, StoreDep
-from pzone_api.api.routes.photos import PhotoOut, photo_out
-from pzone_api.intake import IntakeError, stage_upload
-from pzone_api.processing import enqueue_and_wait
+from pzone_api.api.routes.photos import PhotoOut, upload_photo
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event
-from pzone_ingest.processing import process_batch
 from tests.support.api import (
     TEST_REDIS_URL,
     app_from_env,
@@ -57,6 +55,7 @@ from tests.support.api import (
     delete_redis_keys,
     random_queue_name,
     random_redis_prefix,
+    uvicorn_command,
 )
 from tests.support.s3 import FAKE_AWS_ENV, MotoServer
 from tests.support.services import create_database, drop_database, free_port, wait_port
@@ -77,34 +76,23 @@ def bench_app_from_env() -> FastAPI:
     @app.post("/bench/base64", status_code=201, dependencies=[CsrfChecked])
     async def upload_base64(
         body: Base64Photo,
+        response: Response,
         session: CurrentSession,
         db: DbDep,
         store: StoreDep,
         settings: SettingsDep,
         queue: PhotoQueueDep,
     ) -> PhotoOut:
-        """The seed's upload: the image base64-encoded inside JSON (then staged and queued like the others)."""
+        """The seed's upload: the image base64-encoded inside JSON, then staged and queued by the multipart
+        route's own handler, like the others."""
         try:
             data = base64.b64decode(body.image, validate=True)
         except binascii.Error:
             raise HTTPException(422, "image is not base64") from None
-        try:
-            staged = await run_in_threadpool(
-                stage_upload,
-                db,
-                store,
-                settings,
-                session.user_id,
-                io.BytesIO(data),
-                content_type=body.content_type,
-                device_id=body.device_id,
-                zone_id=None,
-                taken_at=None,
-            )
-            photo = await enqueue_and_wait(db, settings, queue, staged.id)
-        except IntakeError as exc:
-            raise HTTPException(exc.status, {"code": exc.code, "reason": exc.reason}) from None
-        return await run_in_threadpool(photo_out, photo, store)
+        upload = UploadFile(io.BytesIO(data), headers=Headers({"content-type": body.content_type}))
+        return await upload_photo(
+            response, session, db, store, settings, queue, file=upload, device_id=body.device_id
+        )
 
     # The static UI is mounted at "/" last; keep the benchmark route in front of it.
     app.router.routes.insert(0, app.router.routes.pop())
@@ -194,19 +182,7 @@ def upload_section(
             aws_secret_access_key="testing",
         ).create_bucket(Bucket=BUCKET)
         api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "benchmarks.intake_uploads:bench_app_from_env",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_command("benchmarks.intake_uploads:bench_app_from_env", port),
             cwd=root,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -438,22 +414,16 @@ def _run_paths(
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for path in PATHS:
-        sent = image_bytes = 0
-        before = {name: _cpu(process) for name, process in processes.items()}
-        started = time.perf_counter()
-        for i in range(n):
-            data = with_comment(photos[i % len(photos)], f"{label}{path}-{i}-{time.time_ns()}")
-            image_bytes += len(data)
-            sent += _upload(client, storage, headers, path, data, link)
-        seconds = time.perf_counter() - started
-        cpu = {name: _cpu_used(before[name], _cpu(process)) / n for name, process in processes.items()}
-        results[path] = {
-            "bytes_ratio": round(sent / image_bytes, 4),
-            "api_cpu_s": round(cpu["api"], 4),
-            "worker_cpu_s": round(cpu["worker"], 4),
-            "total_cpu_s": round(cpu["api"] + cpu["worker"], 4),
-            "wall_s_per_upload": round(seconds / n, 3),
-        }
+
+        def uploads(path: str = path) -> tuple[int, int]:
+            sent = image_bytes = 0
+            for i in range(n):
+                data = with_comment(photos[i % len(photos)], f"{label}{path}-{i}-{time.time_ns()}")
+                image_bytes += len(data)
+                sent += _upload(client, storage, headers, path, data, link)
+            return sent, image_bytes
+
+        results[path] = _measured(processes, n, uploads)
         log(f"{label}{path}: {results[path]}")
     return results
 
@@ -469,28 +439,40 @@ def _run_batches(
 ) -> dict[str, Any]:
     """The presigned_batch path: ``n`` photos (rounded up to whole batches) in batches of ``BATCH``."""
     batches = -(-n // BATCH)
-    sent = image_bytes = 0
+    count = batches * BATCH
+
+    def uploads() -> tuple[int, int]:
+        sent = image_bytes = 0
+        for b in range(batches):
+            datas = [
+                with_comment(photos[i % len(photos)], f"batch-{b}-{i}-{time.time_ns()}") for i in range(BATCH)
+            ]
+            image_bytes += sum(len(d) for d in datas)
+            sent += _upload_batch(client, storage, headers, datas)
+        return sent, image_bytes
+
+    result = {**_measured(processes, count, uploads), "uploads": count}
+    log(f"{BATCH_PATH} ({BATCH} per batch): {result}")
+    return result
+
+
+def _measured(
+    processes: dict[str, psutil.Process], count: int, uploads: Callable[[], tuple[int, int]]
+) -> dict[str, Any]:
+    """Figures per upload of ``uploads()``, which makes ``count`` uploads and returns the request bytes sent and the
+    image bytes among them: those bytes' ratio, the CPU of each process (API, worker) and the wall time."""
     before = {name: _cpu(process) for name, process in processes.items()}
     started = time.perf_counter()
-    for b in range(batches):
-        datas = [
-            with_comment(photos[i % len(photos)], f"batch-{b}-{i}-{time.time_ns()}") for i in range(BATCH)
-        ]
-        image_bytes += sum(len(d) for d in datas)
-        sent += _upload_batch(client, storage, headers, datas)
+    sent, image_bytes = uploads()
     seconds = time.perf_counter() - started
-    count = batches * BATCH
     cpu = {name: _cpu_used(before[name], _cpu(process)) / count for name, process in processes.items()}
-    result = {
+    return {
         "bytes_ratio": round(sent / image_bytes, 4),
         "api_cpu_s": round(cpu["api"], 4),
         "worker_cpu_s": round(cpu["worker"], 4),
         "total_cpu_s": round(cpu["api"] + cpu["worker"], 4),
         "wall_s_per_upload": round(seconds / count, 3),
-        "uploads": count,
     }
-    log(f"{BATCH_PATH} ({BATCH} per batch): {result}")
-    return result
 
 
 def _ratios(results: dict[str, Any], prefix: str) -> dict[str, float]:

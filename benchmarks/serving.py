@@ -14,7 +14,7 @@ Three figures, all in one run on the same machine:
   concurrency levels.
 
 The model is the default architecture (``tiny_cnn`` at 96 px, untrained, seeded) exported by the package stage's
-``export_onnx`` and stored by its ``import_model``. The photos are ``pzone.photosim`` renders at 640×480; the load
+``export_onnx`` and stored by its ``import_model``. The photos are ``pzone_stack.photosim`` renders at 640×480; the load
 generator (``benchmarks.lean_http``: raw HTTP/1.1 keep-alive on uvloop, in this process) writes pre-encoded requests
 and shares the machine's cores with the servers, so its CPU is measured and reported too.
 
@@ -168,17 +168,18 @@ def prepare_model(workdir: Path) -> Prepared:
     """The default architecture, seeded and untrained: a torch checkpoint, its ONNX export, a store import."""
     import torch
 
-    from pzone_training import CLASSES
+    from pzone.tilt import TILT_CLASSES
     from pzone_training.augment import MEAN, STD
+    from pzone_training.bento import import_model
     from pzone_training.models import build_model, save_checkpoint
-    from pzone_training.package import export_onnx, import_model
+    from pzone_training.onnx_export import export_onnx
     from tests.support.tiny_model import use_bentoml_home
 
     torch.manual_seed(0)
-    model = build_model(ARCH, len(CLASSES)).eval()
+    model = build_model(ARCH, len(TILT_CLASSES)).eval()
     meta: dict[str, Any] = {
         "arch": ARCH,
-        "classes": list(CLASSES),
+        "classes": list(TILT_CLASSES),
         "image_size": IMAGE_SIZE,
         "mean": list(MEAN),
         "std": list(STD),
@@ -194,7 +195,7 @@ def prepare_model(workdir: Path) -> Prepared:
 
 
 def render_photos(count: int) -> list[bytes]:
-    from pzone.photosim.render import render_photo
+    from pzone_stack.photosim.render import render_photo
 
     rng = np.random.default_rng(5)
     tilts = np.linspace(0.0, 85.0, count)

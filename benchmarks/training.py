@@ -1,7 +1,7 @@
 """Training circle speed: `dvc repro` full and no-op, training throughput, data loading with the model step removed.
 
 A throwaway DVC project (the repository's dvc.yaml, stage code and params.yaml) over a synthetic platform: ``count``
-rendered photos with their sensor readings written by :func:`pzone.photosim.seed.populate` into the project's own
+rendered photos with their sensor readings written by :func:`pzone_stack.photosim.seed.populate` into the project's own
 SQLite database and local object store; MLflow tracks into the project's own store. Then:
 
 * ``repro_full_s``: the first ``dvc repro`` (snapshot → prepare → train → evaluate → register), wall time;
@@ -76,8 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.count or (200 if args.quick else 2000)
 
-    import yaml
-
+    from pzone_pipelines.params import load_params
     from tests.support.repro import make_project, populate_platform, run_dvc
 
     folder = Path(tempfile.mkdtemp(prefix="pzone-bench-train-"))
@@ -96,7 +95,7 @@ def main() -> None:
     skipped = noop.stdout.count("didn't change, skipping")
     log(f"dvc repro (no-op): {repro_noop_s:.1f} s, {skipped} stages skipped")
 
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_params(root / "params.yaml")
     run = json.loads((root / "models" / "run.json").read_text())
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     threads = int(params["train"].get("num_threads") or os.cpu_count() or 1)

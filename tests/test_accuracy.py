@@ -33,8 +33,8 @@ from pzone.labels import LabelParams, refresh_labels, set_manual_label
 from pzone.migrations import current, downgrade, upgrade
 from pzone.telemetry import Limits
 from pzone_api.verdicts import Verdict, apply_verdict, retry_pending
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event
-from pzone_ingest.processing import process_batch
 from tests.support.api import create_user_in_db, login, make_app, signup
 from tests.support.model_tier import ModelTierStandIn
 

@@ -11,7 +11,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from benchmarks.intake_uploads import Link
-from pzone_api.bodies import DEFAULT_MIN_BYTES, CoalescedBody, is_photo_upload
+from pzone_api.body_coalescing import DEFAULT_MIN_BYTES, CoalescedBody, is_photo_upload
 
 pytestmark = pytest.mark.unit
 

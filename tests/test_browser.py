@@ -18,8 +18,8 @@ from PIL import Image
 
 from pzone.db.engine import make_engine
 from pzone.telemetry import Limits
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event
-from pzone_ingest.processing import process_batch
 from tests.support.api import api_process, create_user_in_db
 
 CHROMIUM = Path("/usr/bin/chromium")

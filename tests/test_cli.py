@@ -19,8 +19,8 @@ from sqlalchemy import create_engine, text
 from pzone.migrations import alembic_config
 from pzone.telemetry import Limits
 from pzone_firmware.fleet import run_fleet
+from pzone_ingest.batch import validate
 from pzone_ingest.messages import from_mqtt
-from pzone_ingest.processing import validate
 from pzone_ingest.settings import Settings as IngestSettings
 from tests.support.ingest import REPO, audit, running_worker, wait_rows, worker_settings
 from tests.support.services import MosquittoBroker, free_port, wait_port

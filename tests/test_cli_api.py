@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from pzone.cli import app as cli_app
+from pzone.cli import load_plugins
 from pzone.db.engine import make_engine
 from pzone.db.models import User
 from pzone.migrations import upgrade
@@ -65,7 +65,7 @@ def users(database_url: str) -> list[tuple[str, str]]:
 def invoke(args: list[str], env: dict[str, str], stdin: str | None = None) -> Any:
     """The CLI in this process (cheap): typer's runner, with ``env`` as the environment."""
     cleared: dict[str, str | None] = dict.fromkeys(_ISOLATED)
-    return CliRunner().invoke(cli_app, args, input=stdin, env={**cleared, **env})
+    return CliRunner().invoke(load_plugins(), args, input=stdin, env={**cleared, **env})
 
 
 # ---------------------------------------------------------------------------------------------------------------

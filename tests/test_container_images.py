@@ -4,10 +4,14 @@
 * a policy check over every Dockerfile (parsed here): non-root numeric USER where it runs, pinned base images,
   multi-stage Python images with one Python base, HEALTHCHECK in the long-running images, OCI labels, no ENV/ARG that
   looks like a secret; it reports the bad Dockerfile too, so it can fail;
+* every image is the target of its name, and the Python images share one builder base (uv and the workspace's
+  metadata, every pyproject.toml of the repository) and one runtime base (the user); each target runs with the
+  environment, working directory, user and health check of the deployment contract;
 * the builder stages of the API, ingest, migrations and model images run here as written (their COPY and RUN lines,
-  paths mapped into a temporary folder): each environment holds what the image needs and nothing it must not (no
-  torch or web framework in the ingest image), and each image's CMD runs from it (`pzone db upgrade` for real, the
-  model tier's `bentoml serve` for real on a tiny model); the trainer's plan, project copy and no-Git DVC are checked;
+  their base stage's first, paths mapped into a temporary folder): each environment holds what the image needs and
+  nothing it must not (of the workspace, exactly its own packages and pzone-core; no torch or web framework in the
+  ingest image), and each image's CMD runs from it (`pzone db upgrade` for real, the model tier's `bentoml serve` for
+  real on a tiny model); the trainer's plan, project copy and no-Git DVC are checked;
 * every file the Dockerfiles copy exists and is not excluded by .dockerignore; secrets are;
 * docker-compose.yml (`docker compose` is not installed here): every service has a pinned image or a build whose
   Dockerfile exists, health checks on the long-running ones, depends_on conditions that make sense, migrations before
@@ -23,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,23 +45,94 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HADOLINT = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
 
+DOCKERFILE = REPO / "Dockerfile"
+# Every image is the target of its name: the Python images in the repository's Dockerfile, the web front (nginx) in
+# its own. pzone-model-bento is the model tier with one Bento baked in (image pzone-model, another tag).
 IMAGES: dict[str, Path] = {
-    "front": REPO / "serving" / "front" / "Dockerfile",
-    "api": REPO / "serving" / "api" / "Dockerfile",
-    "model": REPO / "serving" / "model" / "Dockerfile",
-    "ingest": REPO / "ingest_lambda" / "Dockerfile",
-    "trainer": REPO / "training" / "Dockerfile",
-    "migrations": REPO / "core" / "Dockerfile",
+    "pzone-front": REPO / "serving" / "front" / "Dockerfile",
+    "pzone-api": DOCKERFILE,
+    "pzone-model": DOCKERFILE,
+    "pzone-model-bento": DOCKERFILE,
+    "pzone-ingest": DOCKERFILE,
+    "pzone-trainer": DOCKERFILE,
+    "pzone-migrations": DOCKERFILE,
 }
-LONG_RUNNING = {"front", "api", "model", "ingest"}
-PYTHON_IMAGES = set(IMAGES) - {"front"}
-# The container commands of the deployment contract (the final stage's CMD of each image).
+DOCKERFILES = sorted(set(IMAGES.values()))
+LONG_RUNNING = {"pzone-front", "pzone-api", "pzone-model", "pzone-model-bento", "pzone-ingest"}
+PYTHON_IMAGES = set(IMAGES) - {"pzone-front"}
+# The container commands of the deployment contract (each target's CMD).
 COMMANDS: dict[str, list[str]] = {
-    "front": ["nginx", "-g", "daemon off;"],
-    "api": ["pzone", "api", "--host", "0.0.0.0", "--port", "8000"],
-    "model": ["bentoml", "serve", "pzone_model.service:PZoneTilt", "--host", "0.0.0.0", "--port", "3000"],
-    "ingest": ["pzone", "ingest"],
-    "migrations": ["pzone", "db", "upgrade"],
+    "pzone-front": ["nginx", "-g", "daemon off;"],
+    "pzone-api": ["pzone", "api", "--host", "0.0.0.0", "--port", "8000"],
+    "pzone-model": [
+        "bentoml",
+        "serve",
+        "pzone_model.service:PZoneTilt",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "3000",
+    ],
+    "pzone-model-bento": ["bentoml", "serve", "/app/bento", "--host", "0.0.0.0", "--port", "3000"],
+    "pzone-ingest": ["pzone", "ingest"],
+    "pzone-migrations": ["pzone", "db", "upgrade"],
+}
+# What each image installs of the workspace: its own package(s) and pzone-core, nothing of another image. The model
+# tier installs none: the Bento's sources are copied beside the Bento's packages.
+WORKSPACE_PACKAGES: dict[str, set[str]] = {
+    "pzone-migrations": {"pzone-core"},
+    "pzone-ingest": {"pzone-ingest", "pzone-core"},
+    "pzone-api": {"pzone-api", "pzone-core"},
+    "pzone-trainer": {"pzone-training", "pzone-pipelines", "pzone-model", "pzone-core"},
+    "pzone-model": set(),
+    "pzone-model-bento": set(),
+}
+# How each Python image runs (the deployment contract: Kubernetes and docker-compose.yml count on it): its ENV,
+# working directory, user and ports. Every one runs as uid 10001 with the environment's scripts first on PATH.
+_BASE_ENV = {"PATH": "/app/.venv/bin:$PATH", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+_DATA_DIR = {"PZONE_DATA_DIR": "/var/lib/pzone"}
+RUNTIME: dict[str, tuple[dict[str, str], str, list[str]]] = {
+    "pzone-migrations": ({**_BASE_ENV, **_DATA_DIR}, "/var/lib/pzone", []),
+    "pzone-ingest": (
+        {
+            **_BASE_ENV,
+            **_DATA_DIR,
+            "PZONE_INGEST_METRICS_HOST": "0.0.0.0",
+            "PZONE_INGEST_METRICS_PORT": "9108",
+        },
+        "/var/lib/pzone",
+        ["9108"],
+    ),
+    "pzone-api": ({**_BASE_ENV, **_DATA_DIR}, "/var/lib/pzone", ["8000"]),
+    "pzone-trainer": (
+        {
+            **_BASE_ENV,
+            "PZONE_DATA_DIR": "/var/lib/pzone/data",
+            "BENTOML_HOME": "/var/lib/pzone/bentoml",
+            "BENTOML_DO_NOT_TRACK": "True",
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_PYTHON_REFRESH": "quiet",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+        },
+        "/var/lib/pzone",
+        [],
+    ),
+    "pzone-model": (
+        {**_BASE_ENV, "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": "/var/lib/pzone/bentoml"},
+        "/app/src",
+        ["3000"],
+    ),
+    "pzone-model-bento": (
+        {
+            **_BASE_ENV,
+            "BENTOML_DO_NOT_TRACK": "True",
+            "BENTOML_HOME": "/tmp/bentoml",
+            "PZONE_MODEL_WATCH_INTERVAL_S": "0",
+        },
+        "/app/bento",
+        ["3000"],
+    ),
 }
 
 BAD_DOCKERFILE = """\
@@ -104,6 +180,21 @@ class Dockerfile:
 
     def parent(self, stage: Stage) -> Stage | None:
         return next((s for s in self.stages if s.name and s.name == stage.image), None)
+
+    def chain(self, stage: Stage) -> list[Stage]:
+        """The stage and its parent stages, the farthest first."""
+        parent = self.parent(stage)
+        return [*(self.chain(parent) if parent is not None else []), stage]
+
+    def venv_builder(self, stage: Stage) -> Stage:
+        """The stage whose environment (/app/.venv) this stage copies."""
+        (source,) = [
+            words[0].removeprefix("--from=")
+            for copy in self.copies(stage)
+            if (words := copy.value.split())[0].startswith("--from=")
+            and words[1:] == ["/app/.venv", "/app/.venv"]
+        ]
+        return self.stage(source)
 
     def effective(self, stage: Stage, keyword: str) -> Instruction | None:
         """The last `keyword` instruction in force in this stage (inherited from a parent stage)."""
@@ -222,8 +313,11 @@ def is_pinned(image: str) -> bool:
     return bool(name) and "/" not in tag and tag not in ("", "latest") and "$" not in image
 
 
-def policy_problems(dockerfile: Dockerfile, *, long_running: bool, python: bool) -> list[str]:
-    """What the image policy finds wrong with one Dockerfile (empty: nothing)."""
+def policy_problems(dockerfile: Dockerfile, *, long_running: bool | set[str], python: bool) -> list[str]:
+    """What the image policy finds wrong with one Dockerfile (empty: nothing).
+
+    long_running: whether the images it makes serve (need a HEALTHCHECK): all, none, or the names of those targets.
+    """
     problems: list[str] = []
     names = {s.name for s in dockerfile.stages if s.name}
     for stage in dockerfile.stages:
@@ -254,7 +348,8 @@ def policy_problems(dockerfile: Dockerfile, *, long_running: bool, python: bool)
             elif int(uid) == 0:
                 problems.append(f"line {user.line}: USER {user.value} is root")
         health = dockerfile.effective(stage, "HEALTHCHECK")
-        if long_running and (health is None or health.value.upper().startswith("NONE")):
+        serves = long_running if isinstance(long_running, bool) else stage.name in long_running
+        if serves and (health is None or health.value.upper().startswith("NONE")):
             problems.append(f"stage {stage.name or stage.image}: no HEALTHCHECK")
         if not dockerfile.effective(stage, "CMD") and not dockerfile.effective(stage, "ENTRYPOINT"):
             problems.append(f"stage {stage.name or stage.image}: no CMD")
@@ -277,7 +372,9 @@ def policy_problems(dockerfile: Dockerfile, *, long_running: bool, python: bool)
 
 @pytest.fixture(scope="module")
 def dockerfiles() -> dict[str, Dockerfile]:
-    return {name: parse_dockerfile(path) for name, path in IMAGES.items()}
+    """Each image's Dockerfile, parsed once a file (the Python images share one)."""
+    parsed = {path: parse_dockerfile(path) for path in DOCKERFILES}
+    return {name: parsed[path] for name, path in IMAGES.items()}
 
 
 # --- hadolint and the policy --------------------------------------------------------------------------------------
@@ -294,11 +391,11 @@ def hadolint(*paths: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_hadolint_passes_on_every_dockerfile() -> None:
-    result = hadolint(*IMAGES.values())
+    result = hadolint(*DOCKERFILES)
     findings = json.loads(result.stdout or "[]")
     assert result.returncode == 0, json.dumps(findings, indent=1)
     assert not [f for f in findings if f["level"] in ("error", "warning")]
-    for path in IMAGES.values():  # a rule ignored inline says why, on the same line
+    for path in DOCKERFILES:  # a rule ignored inline says why, on the same line
         for line in path.read_text().splitlines():
             if "hadolint ignore=" in line:
                 assert re.search(r"ignore=\S+\s+\S", line), f"{path}: {line.strip()} gives no reason"
@@ -336,24 +433,110 @@ def test_hadolint_and_the_policy_fail_a_bad_dockerfile(tmp_path: Path) -> None:
         assert any(expected in p for p in found), (text, found)
 
 
-@pytest.mark.parametrize("image", sorted(IMAGES))
-def test_image_policy(image: str, dockerfiles: dict[str, Dockerfile]) -> None:
-    dockerfile = dockerfiles[image]
-    assert (
-        policy_problems(dockerfile, long_running=image in LONG_RUNNING, python=image in PYTHON_IMAGES) == []
-    )
-    final = dockerfile.stages[-1]
-    command = dockerfile.effective(final, "CMD")
-    assert command is not None
-    if image in COMMANDS:
-        assert command_of(command) == COMMANDS[image]
-    if image in PYTHON_IMAGES:
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda path: str(path.relative_to(REPO)))
+def test_image_policy(path: Path) -> None:
+    dockerfile = parse_dockerfile(path)
+    images = {name for name, image_path in IMAGES.items() if image_path == path}
+    # The stages someone runs are exactly the images of the contract, each the target of its name.
+    assert {stage.name for stage in dockerfile.runnable()} == images
+    python = bool(images & PYTHON_IMAGES)
+    assert policy_problems(dockerfile, long_running=images & LONG_RUNNING, python=python) == []
+    if python:
         assert dockerfile.stages[0].image.startswith("ghcr.io/astral-sh/uv:")
-        base = dockerfile.base_image(final)
-        assert base.startswith("python:") and "slim" in base
-        # The runtime gets the builder's environment and no build tool.
-        assert any(i.value.startswith("--from=builder /app/.venv") for i in dockerfile.copies(final))
-        assert not any("uv" in i.value.split()[0] for i in final.all("RUN"))
+    for image in images:
+        target = dockerfile.stage(image)
+        command = dockerfile.effective(target, "CMD")
+        assert command is not None
+        if image in COMMANDS:
+            assert command_of(command) == COMMANDS[image]
+        if image in PYTHON_IMAGES:
+            base = dockerfile.base_image(target)
+            assert base.startswith("python:") and "slim" in base
+            # The image gets its builder's environment (one COPY of it) and no build tool.
+            assert dockerfile.venv_builder(target).name
+            runs = [i for stage in dockerfile.chain(target) for i in stage.all("RUN")]
+            assert not any("uv" in i.value.split()[0] for i in runs)
+
+
+def _workspace_pyprojects() -> dict[str, str]:
+    """Every pyproject.toml of the repository (tracked, or new and not ignored) and the package it names."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", ":(glob)**/pyproject.toml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    return {path: tomllib.loads((REPO / path).read_text())["project"]["name"] for path in set(listed)}
+
+
+def test_the_python_images_share_one_builder_and_one_runtime(dockerfiles: dict[str, Dockerfile]) -> None:
+    dockerfile = dockerfiles["pzone-api"]
+    builder, runtime = dockerfile.stage("builder"), dockerfile.stage("runtime")
+    # One stage holds uv and the workspace's metadata: uv.lock and every pyproject.toml of the repository (uv resolves
+    # the whole workspace even to install one member, so one missing here breaks every image's build).
+    metadata: set[str] = set()
+    for stage in dockerfile.stages:
+        for copy in stage.all("COPY"):
+            sources = shlex.split(copy.value)[:-1]
+            if copy.value.startswith("--from=uv "):
+                assert stage is builder, f"{stage.name}: only `builder` holds uv"
+            elif any(Path(source).name in ("pyproject.toml", "uv.lock") for source in sources):
+                assert stage is builder, f"{stage.name}: only `builder` copies the workspace's metadata"
+                metadata.update(sources)
+        # One stage makes the user every image runs as.
+        if any("useradd" in run.value for run in stage.all("RUN")):
+            assert stage is runtime, f"{stage.name}: only `runtime` makes the user"
+    expected = {*_workspace_pyprojects(), "uv.lock"}
+    assert metadata == expected, (
+        f"missing: {expected - metadata}, not in the repository: {metadata - expected}"
+    )
+    assert [i.keyword for i in builder.instructions if i.keyword in ("RUN", "ADD")] == []
+
+    for image in sorted(PYTHON_IMAGES):
+        target = dockerfile.stage(image)
+        assert runtime in dockerfile.chain(target), image
+        venv = dockerfile.venv_builder(target)
+        assert dockerfile.chain(venv)[-2:] == [builder, venv], image
+        # The dependency layer first: its RUN sees only the metadata and installs no workspace member, so it is
+        # rebuilt only when uv.lock or a pyproject.toml changes, not on a source edit.
+        first = venv.instructions[0]
+        assert first.keyword == "RUN", image
+        assert "--no-install-workspace" in first.value or "--no-emit-workspace" in first.value, image
+
+
+def test_each_image_builds_only_its_own_packages(dockerfiles: dict[str, Dockerfile]) -> None:
+    """The sources each builder copies are those of the image's workspace packages, and its two syncs agree."""
+    folders = {name: str(Path(path).parent) for path, name in _workspace_pyprojects().items()}
+    for image in sorted(PYTHON_IMAGES):
+        dockerfile = dockerfiles[image]
+        venv = dockerfile.venv_builder(dockerfile.stage(image))
+        copied = {shlex.split(c.value)[0] for c in venv.all("COPY") if not c.value.startswith("--from")}
+        assert copied == {f"{folders[package]}/src" for package in WORKSPACE_PACKAGES[image]}, image
+        syncs = [
+            run.value.split("uv sync", 1)[1].split() for run in venv.all("RUN") if "uv sync" in run.value
+        ]
+        if syncs:  # the dependency layer and the install name the same packages and extras
+            dependencies, install = syncs
+            assert dependencies == ["--no-install-workspace", *install], image
+            named = {install[i + 1] for i, flag in enumerate(install) if flag == "--package"}
+            assert named <= WORKSPACE_PACKAGES[image] and "pzone-core" in named, image
+
+
+def test_each_image_runs_as_the_contract_says(dockerfiles: dict[str, Dockerfile]) -> None:
+    for image, (env, workdir, ports) in RUNTIME.items():
+        dockerfile = dockerfiles[image]
+        target = dockerfile.stage(image)
+        assert dockerfile.environment(target) == env, image
+        assert (found := dockerfile.effective(target, "WORKDIR")) and found.value == workdir, image
+        assert (user := dockerfile.effective(target, "USER")) and user.value == "10001:10001", image
+        exposed = [i.value for stage in dockerfile.chain(target) for i in stage.all("EXPOSE")]
+        assert exposed == ports, image
+        assert (dockerfile.effective(target, "HEALTHCHECK") is not None) == (image in LONG_RUNNING), image
+        labels = dockerfile.labels(target)
+        assert labels["org.opencontainers.image.title"] == image.removesuffix("-bento"), image
+        assert labels["org.opencontainers.image.vendor"] == "P-ZONE", image
 
 
 def test_the_model_image_installs_exactly_the_bentos_packages(dockerfiles: dict[str, Dockerfile]) -> None:
@@ -361,14 +544,15 @@ def test_the_model_image_installs_exactly_the_bentos_packages(dockerfiles: dict[
     lock = (REPO / "uv.lock").read_text()
     bentoml = re.search(r'name = "bentoml"\nversion = "([^"]+)"', lock)
     assert bentoml
-    install = " ".join(i.value for i in dockerfiles["model"].stage("builder").all("RUN"))
+    model = dockerfiles["pzone-model"]
+    install = " ".join(i.value for i in model.venv_builder(model.stage("pzone-model")).all("RUN"))
     packages = install.split("--constraint /tmp/constraints.txt", 1)[1].split()
     assert sorted(packages) == sorted([*bentofile["python"]["packages"], f"bentoml=={bentoml.group(1)}"])
-    # Its `store` target holds exactly the Bento's sources (training/src/pzone_training/package.py).
-    from pzone_training.package import BENTO_SOURCES
+    # Its `pzone-model` target holds exactly the Bento's sources (training/src/pzone_training/bento.py).
+    from pzone_training.bento import BENTO_SOURCES
 
     copied = set()
-    for copy in dockerfiles["model"].stage("store").all("COPY"):
+    for copy in model.stage("pzone-model").all("COPY"):
         *sources, dest = copy.value.split()
         for source in sources:
             copied.add(
@@ -389,7 +573,7 @@ def test_the_trainer_image_holds_every_source_its_pipeline_depends_on(
     }
     project = "/opt/pzone/project/"
     baked = []
-    for copy in dockerfiles["trainer"].stage("runtime").all("COPY"):
+    for copy in dockerfiles["pzone-trainer"].stage("pzone-trainer").all("COPY"):
         *sources, dest = copy.value.split()
         if dest.startswith(project) and not copy.value.startswith("--from"):
             rel = dest.removeprefix(project)
@@ -430,8 +614,14 @@ def _copy_into(copy: Instruction, root: Path, workdir: str) -> None:
             shutil.copy2(path, target)
 
 
+def _expand(value: str, env: dict[str, str]) -> str:
+    """$NAME and ${NAME} in an ENV value, from the ENV before it (else this machine's, as the base image's)."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), os.environ.get(m.group(1), "")), value)
+
+
 def run_stage(dockerfile: Dockerfile, stage: Stage, root: Path, *, run: str = r"\Auv ") -> None:
-    """Run one stage's COPY (from the context) and RUN lines here, with the container's paths under `root`.
+    """Run one stage's COPY (from the context) and RUN lines here, its parent stages' first, with the container's
+    paths under `root`.
 
     Only the RUN lines matching `run` are run (by default the builders' uv commands): never a line that would touch
     this machine's users or system folders. RUN cache mounts are dropped (uv uses this machine's cache).
@@ -440,13 +630,13 @@ def run_stage(dockerfile: Dockerfile, stage: Stage, root: Path, *, run: str = r"
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     env: dict[str, str] = {}
     workdir = "/"
-    for instruction in stage.instructions:
+    for instruction in [i for s in dockerfile.chain(stage) for i in s.instructions]:
         if instruction.keyword == "WORKDIR":
             workdir = instruction.value
             (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
         elif instruction.keyword == "ENV":
             for key, value in env_pairs(instruction.value).items():
-                env[key] = _map_paths(value, mapping)
+                env[key] = _expand(_map_paths(value, mapping), env)
         elif instruction.keyword == "COPY" and not instruction.value.startswith("--from"):
             _copy_into(instruction, root, workdir)
         elif instruction.keyword == "RUN":
@@ -506,52 +696,60 @@ def built(
 ) -> Iterator[dict[str, Built]]:
     """The builder stage of each small Python image, run here once for the module."""
     images: dict[str, Built] = {}
-    for name in ("api", "ingest", "migrations", "model"):
+    for name in ("pzone-api", "pzone-ingest", "pzone-migrations", "pzone-model"):
+        dockerfile = dockerfiles[name]
         root = tmp_path_factory.mktemp(f"image-{name}")
-        run_stage(dockerfiles[name], dockerfiles[name].stage("builder"), root)
+        run_stage(dockerfile, dockerfile.venv_builder(dockerfile.stage(name)), root)
         images[name] = Built(root, root / "app" / ".venv")
     yield images
 
 
+@pytest.mark.parametrize("image", ["pzone-api", "pzone-ingest", "pzone-migrations", "pzone-model"])
+def test_each_image_installs_only_its_own_workspace_packages(image: str, built: dict[str, Built]) -> None:
+    installed = {package for package in built[image].installed() if package.startswith("pzone-")}
+    assert installed == WORKSPACE_PACKAGES[image]
+
+
 def test_the_ingest_image_has_no_torch_and_no_web_framework(built: dict[str, Built]) -> None:
-    installed = built["ingest"].installed()
+    installed = built["pzone-ingest"].installed()
     assert {"pzone-core", "pzone-ingest", "paho-mqtt", "prometheus-client", "typer", "alembic"} <= installed
     assert not installed & {"torch", "fastapi", "starlette", "uvicorn", "pzone-api", "bentoml", "mlflow"}
-    result = built["ingest"].run("pzone", "ingest", "--help")
+    result = built["pzone-ingest"].run("pzone", "ingest", "--help")
     assert result.returncode == 0 and "MQTT ingest worker" in result.stdout, result.stderr
 
 
 def test_the_api_image_runs_its_commands(built: dict[str, Built]) -> None:
-    installed = built["api"].installed()
+    installed = built["pzone-api"].installed()
     assert {"pzone-api", "pzone-core", "fastapi", "uvicorn", "huey", "redis", "typer"} <= installed
     assert not installed & {"torch", "mlflow", "bentoml", "pzone-training", "pzone-ingest"}
-    for command in (COMMANDS["api"], ["pzone", "photos", "worker"]):
-        result = built["api"].run(*command, "--help")
+    for command in (COMMANDS["pzone-api"], ["pzone", "photos", "worker"]):
+        result = built["pzone-api"].run(*command, "--help")
         assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_migrations_image_upgrades_a_database(built: dict[str, Built], tmp_path: Path) -> None:
-    installed = built["migrations"].installed()
+    installed = built["pzone-migrations"].installed()
     assert "alembic" in installed and not installed & {"fastapi", "torch", "pzone-api"}
     url = f"sqlite:///{tmp_path / 'pzone.db'}"
-    result = built["migrations"].run(*COMMANDS["migrations"], env={"PZONE_DATABASE_URL": url})
+    result = built["pzone-migrations"].run(*COMMANDS["pzone-migrations"], env={"PZONE_DATABASE_URL": url})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "at revision" in result.stdout
-    again = built["migrations"].run(*COMMANDS["migrations"], env={"PZONE_DATABASE_URL": url})
+    again = built["pzone-migrations"].run(*COMMANDS["pzone-migrations"], env={"PZONE_DATABASE_URL": url})
     assert again.returncode == 0 and again.stdout.splitlines()[-1] == result.stdout.splitlines()[-1]
 
 
 def test_the_model_image_serves_a_model_with_only_the_bentos_packages(
     built: dict[str, Built], dockerfiles: dict[str, Dockerfile], tmp_path: Path
 ) -> None:
-    image = built["model"]
+    image = built["pzone-model"]
     installed = image.installed()
     assert {"bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "pydantic-settings"} <= installed
     assert not installed & {"torch", "sqlalchemy", "psycopg", "boto3", "pzone-core", "mlflow"}
     assert image.run("bentoml", "serve", "--help").returncode == 0
 
-    # The `store` target: its sources, a store holding a tiny model, and the image's own command.
-    run_stage(dockerfiles["model"], dockerfiles["model"].stage("store"), image.root, run=r"\A\Z")
+    # The `pzone-model` target: its sources, a store holding a tiny model, and the image's own command.
+    model = dockerfiles["pzone-model"]
+    run_stage(model, model.stage("pzone-model"), image.root, run=r"\A\Z")
     store = tmp_path / "bentoml"
     made = subprocess.run(
         [
@@ -569,7 +767,7 @@ def test_the_model_image_serves_a_model_with_only_the_bentos_packages(
     )
     assert made.returncode == 0, made.stderr
     port = free_port()
-    command = [*COMMANDS["model"][:-4], "--host", "127.0.0.1", "--port", str(port)]
+    command = [*COMMANDS["pzone-model"][:-4], "--host", "127.0.0.1", "--port", str(port)]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PZONE_", "BENTOML_", "VIRTUAL_ENV"))}
     log = tmp_path / "model.log"
     with log.open("wb") as out:
@@ -604,24 +802,31 @@ def test_the_model_image_serves_a_model_with_only_the_bentos_packages(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-    # The image's store is the volume the trainer writes (training/Dockerfile, docker-compose.yml).
-    store_env = dockerfiles["model"].environment(dockerfiles["model"].stage("store"))
-    assert (
-        store_env["BENTOML_HOME"]
-        == dockerfiles["trainer"].environment(dockerfiles["trainer"].stages[-1])["BENTOML_HOME"]
-    )
+    # The image's store is the volume the trainer writes (the pzone-trainer target, docker-compose.yml).
+    trainer = dockerfiles["pzone-trainer"]
+    store_env = model.environment(model.stage("pzone-model"))
+    assert store_env["BENTOML_HOME"] == trainer.environment(trainer.stage("pzone-trainer"))["BENTOML_HOME"]
 
 
 def test_the_trainer_image_plans_its_stack_and_runs_dvc_without_git(
     dockerfiles: dict[str, Dockerfile], tmp_path: Path
 ) -> None:
-    trainer = dockerfiles["trainer"]
-    syncs = [i.value for i in trainer.stage("builder").all("RUN") if "uv sync" in i.value]
+    trainer = dockerfiles["pzone-trainer"]
+    builder = trainer.venv_builder(trainer.stage("pzone-trainer"))
+    syncs = [i.value for i in builder.all("RUN") if "uv sync" in i.value]
     flags = syncs[-1].split("uv sync", 1)[1].split()
+    # The builder's uv settings (from the lock as it is, no dev group...), with this machine's Python and a new venv.
+    settings = {k: v for k, v in trainer.environment(builder).items() if k.startswith("UV_")}
     plan = subprocess.run(
         ["uv", "sync", *flags, "--dry-run"],
         cwd=REPO,
-        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"), "VIRTUAL_ENV": ""},
+        env={
+            **os.environ,
+            **settings,
+            "UV_PYTHON": sys.executable,
+            "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"),
+            "VIRTUAL_ENV": "",
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -637,16 +842,18 @@ def test_the_trainer_image_plans_its_stack_and_runs_dvc_without_git(
         "typer",
     ):
         assert re.search(rf"^ \+ {package}[=@ ]", plan.stderr, re.M), package
-    assert not re.search(r"^ \+ (pzone-api|pzone-ingest|pzone-firmware)[=@ ]", plan.stderr, re.M)
-    assert any('"dvc[s3]"' in i.value for i in trainer.stage("builder").all("RUN"))
+    planned = set(re.findall(r"^ \+ (pzone-[a-z]+)[=@ ]", plan.stderr, re.M))
+    assert planned == WORKSPACE_PACKAGES["pzone-trainer"]
+    assert not re.search(r"^ \+ pytest[=@ ]", plan.stderr, re.M)  # no dev group
+    assert any('"dvc[s3]"' in i.value for i in builder.all("RUN"))
 
     # The runtime's project and its no-SCM setting, made as the Dockerfile makes them (its RUN lines, here).
     root = tmp_path / "image"
-    run_stage(trainer, trainer.stage("runtime"), root, run=r"config\.local")
+    run_stage(trainer, trainer.stage("pzone-trainer"), root, run=r"config\.local")
     project = root / "opt" / "pzone" / "project"
     assert "no_scm = true" in (project / ".dvc" / "config.local").read_text()
     # The job's command: copy the project onto the state volume, then `pzone retrain` there (here with --help).
-    command = command_of(trainer.effective(trainer.stages[-1], "CMD"))  # type: ignore[arg-type]
+    command = command_of(trainer.effective(trainer.stage("pzone-trainer"), "CMD"))  # type: ignore[arg-type]
     assert command[:2] == ["sh", "-c"] and command[2].endswith(
         "exec pzone retrain --project /var/lib/pzone/project"
     )
@@ -718,7 +925,7 @@ def excluded(path: str, rules: list[tuple[re.Pattern[str], bool]]) -> bool:
 
 def test_every_copied_file_is_in_the_context_and_secrets_are_not(dockerfiles: dict[str, Dockerfile]) -> None:
     rules = _dockerignore()
-    for name, dockerfile in dockerfiles.items():
+    for name, dockerfile in {d.path.relative_to(REPO): d for d in dockerfiles.values()}.items():
         for stage in dockerfile.stages:
             for copy in stage.all("COPY"):
                 if copy.value.startswith("--from"):
@@ -789,7 +996,9 @@ def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
         if "build" in service:
             build = service["build"]
             assert build["context"] == "."
-            assert (REPO / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']}"
+            dockerfile = REPO / build.get("dockerfile", "Dockerfile")
+            assert dockerfile.is_file(), f"{name}: {dockerfile}"
+            assert parse_dockerfile(dockerfile).stage(build["target"]), f"{name}: {build['target']}"
             assert re.fullmatch(r"pzone-[a-z]+:0\.1\.0", image), f"{name}: {image}"
         else:
             assert is_pinned(image), f"{name}: image {image!r} is not pinned"
@@ -801,16 +1010,13 @@ def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
             assert service.get("restart") == "no", name
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published beyond this host"
-    # The Dockerfiles behind the images are the ones of the contract.
-    built = {s["image"].split(":")[0]: s["build"]["dockerfile"] for s in services.values() if "build" in s}
-    assert built == {
-        "pzone-front": "serving/front/Dockerfile",
-        "pzone-api": "serving/api/Dockerfile",
-        "pzone-model": "serving/model/Dockerfile",
-        "pzone-ingest": "ingest_lambda/Dockerfile",
-        "pzone-trainer": "training/Dockerfile",
-        "pzone-migrations": "core/Dockerfile",
+    # Each image is the target of its name in the Dockerfile of the contract.
+    built = {
+        s["image"].split(":")[0]: (REPO / s["build"].get("dockerfile", "Dockerfile"), s["build"]["target"])
+        for s in services.values()
+        if "build" in s
     }
+    assert built == {image: (IMAGES[image], image) for image in IMAGES if image != "pzone-model-bento"}
     assert services["pzone-photo-worker"]["command"] == ["pzone", "photos", "worker"]
     assert (REPO / "deploy" / "compose" / "mosquitto.conf").is_file()
     mounted = [v.split(":")[0] for s in services.values() for v in s.get("volumes", [])]
@@ -878,9 +1084,9 @@ def test_compose_and_nginx_agree_on_names_and_ports(compose: dict[str, Any]) -> 
     conf = (REPO / "k8s" / "base" / "front" / "nginx.conf").read_text()
     assert "server pzone-api:8000;" in conf and "listen 8080;" in conf
     services = compose["services"]
-    assert COMMANDS["api"][-1] == "8000" and "pzone-api" in services
+    assert COMMANDS["pzone-api"][-1] == "8000" and "pzone-api" in services
     assert services["pzone-front"]["ports"] == ["127.0.0.1:8080:8080"]
-    front = parse_dockerfile(IMAGES["front"])
+    front = parse_dockerfile(IMAGES["pzone-front"])
     copies = {tuple(c.value.split()) for c in front.stages[-1].all("COPY")}
     assert ("k8s/base/front/nginx.conf", "/etc/nginx/nginx.conf") in copies
     assert ("serving/api/src/pzone_api/static/", "/usr/share/nginx/html/") in copies

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from pzone.db.engine import make_engine
 from pzone.db.models import Alarm, Device, SensorReading, Zone
 from pzone.telemetry import Limits
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event, from_mqtt
-from pzone_ingest.processing import process_batch
 from tests.support.api import create_user_in_db, login, make_app, signup
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pzone.demo import RoundResult, demo_params, make_plan, results_table
+from pzone_stack.demo import RoundResult, demo_params, make_plan, results_table
 from tests.support.repro import REPO
 from tests.support.services import free_port
 

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from pzone.db.engine import make_engine
 from pzone.db.models import Prediction
+from pzone.tilt import TILT_CLASSES
 from tests.support.api import make_app, signup
-from tests.support.tiny_model import CLASSES, TierProcess, import_tiny, use_bentoml_home
+from tests.support.tiny_model import TierProcess, import_tiny, use_bentoml_home
 from tests.test_photos import add_device, direct_upload, photo_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -56,10 +57,10 @@ def predictions_of(database_url: str, photo_id: str) -> list[Prediction]:
 
 
 def assert_tier_verdict(photo: dict[str, Any], database_url: str) -> None:
-    assert photo["verdict"] == "fallen" and photo["verdict"] in CLASSES
+    assert photo["verdict"] == "fallen" and photo["verdict"] in TILT_CLASSES
     assert photo["model_version"] == MODEL_VERSION
     probs = photo["verdict_probs"]
-    assert set(probs) == set(CLASSES)
+    assert set(probs) == set(TILT_CLASSES)
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
     assert max(probs, key=probs.get) == "fallen"
     rows = predictions_of(database_url, photo["id"])

@@ -856,7 +856,7 @@ def test_components_do_what_the_contract_says() -> None:
         assert store_mount["mountPath"] == bentoml_home + "/models" and store_mount["readOnly"] is True
         assert trainer_mount["mountPath"] == "/var/lib/pzone"
         assert store_mount["subPath"] == trainer_mount["subPath"] + "/bentoml/models"
-        assert "BENTOML_HOME=/var/lib/pzone/bentoml" in (ROOT / "training" / "Dockerfile").read_text()
+        assert "BENTOML_HOME=/var/lib/pzone/bentoml" in (ROOT / "Dockerfile").read_text()
         volumes = {
             name: {v["name"]: v for v in pod_spec(get(docs, kind, name))["volumes"]}
             for kind, name in (("Deployment", "pzone-model"), ("CronJob", "pzone-retrain"))

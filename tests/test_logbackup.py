@@ -18,9 +18,10 @@ import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 from typer.testing import CliRunner
 
-from pzone import logbackup
+from pzone import logbackup, logfiles
 from pzone.cli import app as cli_app
-from pzone.logbackup import LogFile, LogKind, Outcome
+from pzone.logbackup import LogFile, Outcome
+from pzone.logfiles import LogKind
 from tests.support.s3 import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def backup(client: Any, source: Path, **options: Any) -> logbackup.BackupReport:
     ],
 )
 def test_log_kind(name: str, kind: LogKind) -> None:
-    assert logbackup.log_kind(name) is kind
+    assert logfiles.log_kind(name) is kind
 
 
 @pytest.mark.unit
@@ -145,8 +146,8 @@ def test_keys_prefixes_and_host_labels() -> None:
         logbackup.normalize_prefix("../up")
     with pytest.raises(logbackup.BackupError, match="--host-label"):
         logbackup.check_host_label("bad host")
-    assert logbackup.active_log_name("photos", "pzone-api-7d9f.x") == "photos-pzone-api-7d9f.x.log"
-    assert logbackup.active_log_name("api", "weird host!") == "api-weird-host-.log"
+    assert logfiles.active_log_name("photos", "pzone-api-7d9f.x") == "photos-pzone-api-7d9f.x.log"
+    assert logfiles.active_log_name("api", "weird host!") == "api-weird-host-.log"
 
 
 @pytest.mark.unit
@@ -193,31 +194,31 @@ def test_s3_errors_become_messages_a_person_can_act_on() -> None:
 @pytest.fixture
 def file_logging() -> Iterator[None]:
     yield
-    logbackup.remove_file_logging()
+    logfiles.remove_file_logging()
 
 
 @pytest.mark.unit
 def test_rotating_log_files_never_overwrite_and_rotate_on_close(tmp_path: Path, file_logging: None) -> None:
-    active = logbackup.install_file_logging(tmp_path / "logs", "api", "INFO")
-    assert active.name == logbackup.active_log_name("api")
-    assert logbackup.log_kind(active.name) is LogKind.ACTIVE
+    active = logfiles.install_file_logging(tmp_path / "logs", "api", "INFO")
+    assert active.name == logfiles.active_log_name("api")
+    assert logfiles.log_kind(active.name) is LogKind.ACTIVE
     logger = logging.getLogger("pzone.test.logbackup")
     logger.setLevel(logging.INFO)
     logger.info("first hour")
     assert "first hour" in active.read_text()
-    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, logbackup.RotatingLogHandler)]
+    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, logfiles.RotatingLogHandler)]
     handler.doRollover()
     logger.info("same hour, second file")
     handler.doRollover()  # the same interval's name again: gets ".1", nothing is overwritten
     logger.info("after the last rollover")
     hour = time.strftime("%Y-%m-%d_%H", time.gmtime(handler.rolloverAt - handler.interval))
-    logbackup.remove_file_logging()  # what logging.shutdown() does at exit: the active file is rotated too
+    logfiles.remove_file_logging()  # what logging.shutdown() does at exit: the active file is rotated too
     assert not active.exists()
     hourly = [f"{active.name}.{hour}", f"{active.name}.{hour}.1"]
     (closing,) = {p.name for p in active.parent.iterdir()} - set(hourly)
     assert re.fullmatch(re.escape(active.name) + r"\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", closing)
     names = [*hourly, closing]
-    assert all(logbackup.log_kind(n) is LogKind.ROTATED for n in names)
+    assert all(logfiles.log_kind(n) is LogKind.ROTATED for n in names)
     texts = [(active.parent / n).read_text() for n in names]
     assert [t.split(": ", 1)[1].strip() for t in texts] == [
         "first hour",
@@ -443,9 +444,9 @@ def test_log_dir_files_are_written_rotated_on_exit_and_shipped(
     first = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "0 uploaded" in flat(first.stdout)  # its own log file was active while it ran
-    active = logbackup.active_log_name("logs")
+    active = logfiles.active_log_name("logs")
     (rotated,) = list(log_dir.iterdir())
-    assert rotated.name.startswith(active + ".") and logbackup.log_kind(rotated.name) is LogKind.ROTATED
+    assert rotated.name.startswith(active + ".") and logfiles.log_kind(rotated.name) is LogKind.ROTATED
     assert "INFO pzone.logbackup" in rotated.read_text() and "logs backup: 0 uploaded" in rotated.read_text()
 
     second = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -454,4 +455,4 @@ def test_log_dir_files_are_written_rotated_on_exit_and_shipped(
     assert keys(s3) == {expected_key(rotated.name)}
     assert b"logs backup: 0 uploaded" in body(s3, expected_key(rotated.name))
     (left,) = list(log_dir.iterdir())  # the second run's own log, rotated on exit; the first one is deleted
-    assert logbackup.log_kind(left.name) is LogKind.ROTATED and "logs backup: 1 uploaded" in left.read_text()
+    assert logfiles.log_kind(left.name) is LogKind.ROTATED and "logs backup: 1 uploaded" in left.read_text()

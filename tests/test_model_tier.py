@@ -378,7 +378,7 @@ def test_whole_request_errors(tier: Tier) -> None:
 def test_a_broken_import_leaves_the_model_in_use(tier: Tier) -> None:
     import bentoml
 
-    from pzone_training.package import import_model
+    from pzone_training.bento import import_model
     from tests.support.tiny_model import META
 
     # Broken before it is in the store: a good import damaged afterwards could be swapped in by the watcher first.
@@ -474,7 +474,7 @@ def test_bentoml_serve_answers_the_api_client(served: str) -> None:
 
     metrics = httpx.get(f"{served}/metrics", timeout=10).text
     assert 'pzone_model_predictions_total{label="fallen",model_version="pzone-tilt/3"}' in metrics
-    from pzone.retrain import serving_workers as workers_by_version
+    from pzone_pipelines.retrain import serving_workers as workers_by_version
 
     deadline = time.monotonic() + 60  # the second worker process may still be starting
     while workers_by_version(served) != {"pzone-tilt/3": 2.0} and time.monotonic() < deadline:

@@ -220,8 +220,10 @@ def test_static_ui_healthz_and_headers(front: Front) -> None:
         assert index.headers["cache-control"] == "no-cache"  # revalidated: the files are not fingerprinted
         assert "server" not in index.headers or "/" not in index.headers["server"]  # no version
 
-        # A hash-route SPA: unknown paths are the UI too.
-        assert client.get("/history/anything").text == index.text
+        # A hash-route SPA: unknown paths are the UI too, and so are the scripts' folders (no directory 403).
+        for path in ("/history/anything", "/views", "/views/", "/views/dashboard/"):
+            other = client.get(path)
+            assert other.status_code == 200 and other.text == index.text, path
 
         script = client.get("/app.js", headers={"Accept-Encoding": "gzip"})
         assert script.status_code == 200 and script.headers["content-encoding"] == "gzip"
@@ -231,6 +233,22 @@ def test_static_ui_healthz_and_headers(front: Front) -> None:
         health = client.get("/healthz")
         assert health.status_code == 200 and health.text == "ok\n"
         assert client.post("/", content=b"x").status_code == 403  # the UI takes no writes
+
+
+def test_every_script_is_served_as_javascript(front: Front) -> None:
+    """The UI's modules, views/ and its subfolders included: a module loads only with a JavaScript content type."""
+    scripts = sorted(p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*.js"))
+    assert "views/dashboard.js" in scripts
+    with httpx.Client(base_url=front.url, timeout=5) as client:
+        for name in scripts:
+            script = client.get(f"/{name}")
+            assert script.status_code == 200, name
+            assert script.headers["content-type"].startswith(("application/javascript", "text/javascript")), (
+                name
+            )
+            assert script.headers["cache-control"] == "no-cache", name
+            assert "script-src 'self'" in script.headers["content-security-policy"], name
+            assert script.content == (STATIC / name).read_bytes(), name
 
 
 def test_api_is_proxied_with_the_back_ends_answer(front: Front, api: Api) -> None:

@@ -13,6 +13,9 @@ import pytest
 import yaml
 
 from pzone_training import package as pkg
+from pzone_training.bento import BENTOFILE, Imported, build_bento, import_model
+from pzone_training.champion import CHECKPOINT_ARTIFACT, Champion, load_torch_champion
+from pzone_training.onnx_export import ParityError
 from tests.support.tiny_model import META, import_tiny, tiny_onnx, use_bentoml_home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +86,7 @@ def test_export_parity_and_idempotent_import(store: Path) -> None:
         raise AssertionError("an unchanged champion must not be exported again")
 
     again, parity_again = pkg.package_model(must_not_load, labels, test_dir, store / "work2")
-    assert again == pkg.Imported(imported.tag, "reused")
+    assert again == Imported(imported.tag, "reused")
     assert parity_again.n_images == 24
     assert len(stored_models()) == 1
 
@@ -96,7 +99,7 @@ def test_parity_failure_is_clear_and_imports_nothing(store: Path, monkeypatch: p
         tiny_onnx(path, (0.0, 9.0, 0.0))  # a graph that answers something else
 
     monkeypatch.setattr(pkg, "export_onnx", wrong_export)
-    with pytest.raises(pkg.ParityError, match=r"max \|Δp\|.*nothing was imported"):
+    with pytest.raises(ParityError, match=r"max \|Δp\|.*nothing was imported"):
         pkg.package_model(
             lambda: (model, meta), {"mlflow_version": "5"}, make_test_split(store / "test"), store / "work"
         )
@@ -115,7 +118,7 @@ def test_rollback_makes_the_older_import_latest_again(store: Path) -> None:
         raise AssertionError("already imported")
 
     back, _ = pkg.package_model(must_not_load, {"mlflow_version": "1"}, store / "none", store / "work")
-    assert back == pkg.Imported(first, "made-latest")
+    assert back == Imported(first, "made-latest")
     assert str(bentoml.models.get("pzone-tilt:latest").tag) == first
     assert pkg.package_model(must_not_load, {"mlflow_version": "1"}, store, store)[0].action == "reused"
 
@@ -124,7 +127,7 @@ def test_rollback_makes_the_older_import_latest_again(store: Path) -> None:
 def test_incomplete_metadata_is_refused_before_the_store(store: Path) -> None:
     onnx_path = tiny_onnx(store / "m.onnx", (1, 0, 0))
     with pytest.raises(ValueError, match="metadata"):
-        pkg.import_model(onnx_path, {"classes": ["a"]}, {"mlflow_version": "9"})
+        import_model(onnx_path, {"classes": ["a"]}, {"mlflow_version": "9"})
     assert stored_models() == []
 
 
@@ -147,15 +150,15 @@ def test_checkpoint_of_the_just_trained_champion_is_used_and_kept(tmp_path: Path
             self.logged.append((run_id, local, path))
 
     client = Client()
-    champion = pkg.Champion("pzone-tilt", "3", "run-3", {})
-    _, loaded_meta, source = pkg.load_torch_champion(champion, {"run_id": "run-3"}, checkpoint, client)
+    champion = Champion("pzone-tilt", "3", "run-3", {})
+    _, loaded_meta, source = load_torch_champion(champion, {"run_id": "run-3"}, checkpoint, client)
     assert source == str(checkpoint) and loaded_meta["image_size"] == 32
-    assert client.logged == [("run-3", str(checkpoint), pkg.CHECKPOINT_ARTIFACT)]
+    assert client.logged == [("run-3", str(checkpoint), CHECKPOINT_ARTIFACT)]
 
 
 @pytest.mark.unit
 def test_bentofile_pins_are_the_installed_versions() -> None:
-    config = yaml.safe_load((REPO / pkg.BENTOFILE).read_text())
+    config = yaml.safe_load((REPO / BENTOFILE).read_text())
     pins = dict(p.split("==") for p in config["python"]["packages"])
     assert {name: version(name) for name in pins} == pins
     assert config["service"] == "pzone_model.service:PZoneTilt"
@@ -168,7 +171,7 @@ def test_build_bento_packs_the_champion_and_is_reused(store: Path) -> None:
     import bentoml
 
     tag = import_tiny(store, (5, 0, 0), "1")
-    bento_tag, action = pkg.build_bento(REPO, tag)
+    bento_tag, action = build_bento(REPO, tag)
     assert action == "built"
     bento = bentoml.bentos.get(bento_tag)
     assert [str(m.tag) for m in bento.info.all_models] == [tag]
@@ -178,9 +181,10 @@ def test_build_bento_packs_the_champion_and_is_reused(store: Path) -> None:
         "pzone_model/runtime.py",
         "pzone/preprocess.py",
         "pzone/settings.py",
+        "pzone/tilt.py",
     ):
         assert (src / name).is_file(), name
     assert not (src / "pzone" / "db").exists()  # no database stack in the model tier
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime==1.32.0" in requirements and "torch" not in requirements
-    assert pkg.build_bento(REPO, tag) == (bento_tag, "reused")
+    assert build_bento(REPO, tag) == (bento_tag, "reused")

@@ -219,7 +219,7 @@ def test_asking_again_as_the_worker_finishes_gets_the_photo_not_409(
 ) -> None:
     """A job commits the stored photo, then huey writes its outcome: a complete in between (the web UI asking
     again after a 202) must wait for that outcome and answer 200, not "already completed"."""
-    import pzone_api.processing as processing
+    import pzone_api.processing.completion as completion
 
     app = queued_app(queued, processing_wait_s=0.5)
     with TestClient(app) as client:
@@ -255,9 +255,9 @@ def test_asking_again_as_the_worker_finishes_gets_the_photo_not_409(
         started = time.monotonic()
         twice = client.post(f"/api/photos/{ids[0]}/complete", headers=headers)
         assert twice.status_code == 409 and twice.json()["detail"]["code"] == "already_completed"
-        assert time.monotonic() - started < processing.FINISHING_GRACE_S  # delivered: no wait for an outcome
+        assert time.monotonic() - started < completion.FINISHING_GRACE_S  # delivered: no wait for an outcome
 
         # An outcome that never comes (expired, lost): 409 once the grace is over.
-        monkeypatch.setattr(processing, "FINISHING_GRACE_S", 0.3)
+        monkeypatch.setattr(completion, "FINISHING_GRACE_S", 0.3)
         lost = client.post(f"/api/photos/{ids[1]}/complete", headers=headers)
         assert lost.status_code == 409 and lost.json()["detail"]["code"] == "already_completed"

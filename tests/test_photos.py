@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 
 from pzone.db.engine import make_engine
 from pzone.db.models import Photo
-from pzone.storage import LocalObjectStore, S3ObjectStore
+from pzone.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from pzone.telemetry import Limits
-from pzone_api.bodies import DEFAULT_MIN_BYTES, CoalescedBody
+from pzone_api.body_coalescing import DEFAULT_MIN_BYTES, CoalescedBody
 from pzone_api.images import inspect_and_derive
 from pzone_api.verdicts import retry_pending
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event
-from pzone_ingest.processing import process_batch
 from tests.support.api import (
     TEST_REDIS_URL,
     delete_queue_keys,
@@ -93,13 +93,14 @@ def api(request: pytest.FixtureRequest, pg_url: str, tmp_path: Path) -> Iterator
         yield {"client": client, "store": store, "db": pg_url, "app": app}
 
 
-def object_keys(store: LocalObjectStore | S3ObjectStore) -> set[str]:
+def object_keys(store: ObjectStore) -> set[str]:
     if isinstance(store, LocalObjectStore):
         return {
             p.relative_to(store.root).as_posix()
             for p in store.root.rglob("*")
             if p.is_file() and not p.relative_to(store.root).as_posix().startswith(".")
         }
+    assert isinstance(store, S3ObjectStore)
     pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket)
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 

@@ -19,11 +19,11 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Device, Photo, SensorReading, User
-from pzone.photosim.render import Lean, lean_of, object_mask, render_image, render_photo, sample_params
-from pzone.photosim.seed import populate
 from pzone.storage import LocalObjectStore
 from pzone.telemetry import derive_angles
 from pzone_firmware.tiltmodel import TiltModel
+from pzone_stack.photosim.render import Lean, lean_of, object_mask, render_image, render_photo, sample_params
+from pzone_stack.photosim.seed import populate
 from tests.support.api import api_process
 from tests.support.ingest import REPO, wait_connected, worker_process
 from tests.support.services import MosquittoBroker

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pzone.storage import LocalObjectStore, content_addressed_key
-from pzone.telemetry import TILT_CLASSES
+from pzone.tilt import TILT_CLASSES
 from pzone_pipelines import prepare as prep
 from pzone_pipelines import register as reg
 from pzone_pipelines import snapshot as snap

@@ -17,8 +17,8 @@ from pzone.db.engine import make_engine
 from pzone.db.models import Alarm, DeadLetter, Device, SensorReading
 from pzone.migrations import alembic_config, current, downgrade, upgrade
 from pzone.telemetry import Limits
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event, from_mqtt
-from pzone_ingest.processing import process_batch
 
 pytestmark = pytest.mark.integration
 LIMITS = Limits()

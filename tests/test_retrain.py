@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pzone.retrain import (
+from pzone_pipelines.retrain import (
     EXIT_BUSY,
     EXIT_ROLLOUT_TIMEOUT,
     RetrainBusy,
-    Settings,
+    RetrainSettings,
     exclusive,
     expected_version,
     failed_stage,
@@ -27,7 +27,7 @@ from pzone.retrain import (
 from tests.support.repro import make_project, populate_platform, project_env, write_params
 from tests.support.tiny_model import TierProcess
 
-SETTINGS = Settings(retrain_min_new_labeled=100, retrain_min_live_accuracy=0.8)
+SETTINGS = RetrainSettings(retrain_min_new_labeled=100, retrain_min_live_accuracy=0.8)
 
 
 # --- the decision -----------------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def test_should_retrain(new: int, accuracy: float | None, go: bool, words: str) 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PZONE_RETRAIN_MIN_NEW_LABELED", "7")
     monkeypatch.setenv("PZONE_RETRAIN_MIN_LIVE_ACCURACY", "0.55")
-    settings = Settings()
+    settings = RetrainSettings()
     assert (settings.retrain_min_new_labeled, settings.retrain_min_live_accuracy) == (7, 0.55)
     assert should_retrain(7, None, settings)[0] and should_retrain(1, 0.5, settings)[0]
 

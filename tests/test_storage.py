@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import io
 import os
 import stat
 import time
+import typing
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -99,6 +103,43 @@ def leftovers(store: ObjectStore) -> list[str]:
     assert isinstance(store, S3ObjectStore)
     uploads = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
     return [upload["Key"] for upload in uploads]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the protocol: callers type a store as ObjectStore, so both backends must match it method for method
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+
+
+def signature_of(method: Any) -> inspect.Signature:
+    """The signature with its annotations evaluated; a ``@contextmanager`` generator's ``Iterator[T]`` is read as
+    the ``AbstractContextManager[T]`` that calling it returns."""
+    signature = inspect.signature(method, eval_str=True)
+    if inspect.unwrap(method) is not method and typing.get_origin(signature.return_annotation) is Iterator:
+        (item,) = typing.get_args(signature.return_annotation)
+        signature = signature.replace(return_annotation=contextlib.AbstractContextManager[item])  # type: ignore[valid-type]
+    return signature
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("backend", [LocalObjectStore, S3ObjectStore], ids=["local", "s3"])
+def test_backend_has_every_protocol_method_with_its_signature(backend: type) -> None:
+    declared = public_methods(ObjectStore)
+    assert declared, "the protocol declares no methods"
+    for name in sorted(declared):
+        assert name in public_methods(backend), f"{backend.__name__} lacks {name}()"
+        assert signature_of(getattr(backend, name)) == signature_of(getattr(ObjectStore, name)), (
+            f"{backend.__name__}.{name}() differs from ObjectStore.{name}()"
+        )
+
+
+@pytest.mark.unit
+def test_protocol_declares_every_method_both_backends_have() -> None:
+    """A method that both backends gained belongs in the protocol, or callers typed ObjectStore cannot use it."""
+    shared = public_methods(LocalObjectStore) & public_methods(S3ObjectStore)
+    assert shared == public_methods(ObjectStore)
 
 
 # ---------------------------------------------------------------------------------------------------------------

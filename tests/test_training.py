@@ -1,6 +1,6 @@
 """Training (pzone_training): metrics by hand, params, data, augmentation, models, a tiny real training, the stages.
 
-The slow tests train on rendered photos (pzone.photosim) and run both stages against a throwaway MLflow store.
+The slow tests train on rendered photos (pzone_stack.photosim) and run both stages against a throwaway MLflow store.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pzone_training import CLASSES
+from pzone.tilt import TILT_CLASSES
 from pzone_training.augment import (
     eval_transforms,
     normalize_batch,
@@ -77,7 +77,7 @@ Y_PRED = np.array([0, 1, 1, 1, 2, 0])
 
 @pytest.mark.unit
 def test_classes_order_is_the_contract() -> None:
-    assert CLASSES == ("upright", "tilted", "fallen")
+    assert TILT_CLASSES == ("upright", "tilted", "fallen")
 
 
 @pytest.mark.unit
@@ -108,7 +108,7 @@ def test_never_predicted_and_absent_classes_score_zero_not_nan() -> None:
 
 @pytest.mark.unit
 def test_classification_report_shape() -> None:
-    report = classification_report(Y_TRUE, Y_PRED, CLASSES)
+    report = classification_report(Y_TRUE, Y_PRED, TILT_CLASSES)
     assert set(report) == {"accuracy", "macro_f1", "per_class", "n_test"}
     assert report["n_test"] == 6
     assert report["per_class"]["tilted"] == {
@@ -290,7 +290,7 @@ def test_loader_batches() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("arch", ["tiny_cnn", "mobilenet_v3_small", "resnet18"])
 def test_build_model_outputs_three_logits(arch: str) -> None:
-    model = build_model(arch, len(CLASSES)).eval()
+    model = build_model(arch, len(TILT_CLASSES)).eval()
     with torch.inference_mode():
         assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
 
@@ -314,7 +314,7 @@ def test_checkpoint_round_trip_and_predict(tmp_path: Path) -> None:
     model = build_model("tiny_cnn").eval()
     meta = {
         "arch": "tiny_cnn",
-        "classes": list(CLASSES),
+        "classes": list(TILT_CLASSES),
         "image_size": 32,
         "mean": [0.5] * 3,
         "std": [0.2] * 3,
@@ -402,7 +402,9 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
     assert run["dataset_hash"] == "sha256:" + hashlib.sha256(b"{}").hexdigest()
     _, meta = load_checkpoint(tmp_path / "models/model.pt")
     assert (
-        meta["image_size"] == 32 and meta["classes"] == list(CLASSES) and meta["params"]["train.epochs"] == 2
+        meta["image_size"] == 32
+        and meta["classes"] == list(TILT_CLASSES)
+        and meta["params"]["train.epochs"] == 2
     )
     with (tmp_path / "reports/train_history.csv").open() as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
@@ -421,11 +423,11 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
 
     evaluate.main()
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert metrics["n_test"] == 12 and set(metrics["per_class"]) == set(CLASSES)
+    assert metrics["n_test"] == 12 and set(metrics["per_class"]) == set(TILT_CLASSES)
     assert json.loads((tmp_path / "reports/champion_metrics.json").read_text()) == {"exists": False}
     with (tmp_path / "reports/confusion.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 12 and set(rows[0]) == {"actual", "predicted"} and rows[0]["actual"] in CLASSES
+    assert len(rows) == 12 and set(rows[0]) == {"actual", "predicted"} and rows[0]["actual"] in TILT_CLASSES
     for name in ("confusion.png", "curves.png"):
         assert (tmp_path / "reports" / name).stat().st_size > 1000
     logged = client.get_run(run["run_id"])
@@ -448,7 +450,7 @@ BEHAVIOUR_SIZE = 64
 
 
 def _render(tilts: np.ndarray, seed: int) -> list[Image.Image]:
-    render = pytest.importorskip("pzone.photosim.render")
+    render = pytest.importorskip("pzone_stack.photosim.render")
     rng = np.random.default_rng(seed)
     # A quarter of the camera's resolution keeps rendering ~5 ms a photo; letterboxing to 64 px loses nothing more.
     return [render.render_image(float(t), rng, size=(256, 192)) for t in tilts]

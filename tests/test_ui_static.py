@@ -14,18 +14,23 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
+from pzone.tilt import TILT_CLASSES
 from pzone_api.main import STATIC_DIR
 from tests.support.api import make_app
 
 pytestmark = pytest.mark.integration
 
+# ES modules load only with a JavaScript MIME type; both spellings are valid.
+JS_TYPES = ("text/javascript", "application/javascript")
+# Every script, views/ and its subfolders included: the page loads each one as a module of its own.
+SCRIPTS = sorted(p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*.js"))
 ASSETS = {
-    "app.js": ("text/javascript", "application/javascript"),
-    "api.js": ("text/javascript", "application/javascript"),
-    "chart.js": ("text/javascript", "application/javascript"),
+    **dict.fromkeys(SCRIPTS, JS_TYPES),
     "app.css": ("text/css",),
     "favicon.svg": ("image/svg+xml",),
 }
+# `import … from "./x.js"` and `import("./x.js")`: every static and dynamic import of a module.
+IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']""")
 
 
 @pytest.fixture
@@ -51,7 +56,6 @@ def test_index_is_served_at_the_root(client: TestClient) -> None:
 def test_assets_have_their_content_types(client: TestClient, name: str) -> None:
     response = client.get(f"/{name}")
     assert response.status_code == 200
-    # ES modules load only with a JavaScript MIME type; both spellings are valid.
     assert media_type(response) in ASSETS[name]
     assert response.content == (STATIC_DIR / name).read_bytes()
 
@@ -109,16 +113,107 @@ def test_the_ui_needs_nothing_from_the_internet() -> None:
     """No CDN, no web fonts, no external script: the machines have no internet (the SVG namespace is no fetch)."""
     external = re.compile(r"(?:https?:)?//(?!www\.w3\.org/2000/svg)[a-z0-9.-]+\.[a-z]{2,}/", re.IGNORECASE)
     files = [p for p in STATIC_DIR.rglob("*") if p.suffix in {".html", ".js", ".css", ".svg"}]
-    assert {p.name for p in files} >= {"index.html", *ASSETS}
-    for path in files:
+    names = {p.relative_to(STATIC_DIR).as_posix(): p for p in files}
+    assert set(names) >= {"index.html", *ASSETS}
+    for name, path in names.items():
         text = path.read_text(encoding="utf-8")
-        assert not external.search(text), f"{path.name} refers to {external.search(text)}"
-        assert "@import" not in text and "@font-face" not in text, path.name
+        assert not external.search(text), f"{name} refers to {external.search(text)}"
+        assert "@import" not in text and "@font-face" not in text, name
+
+
+def imports_of(script: str) -> list[str]:
+    """The scripts (relative to STATIC_DIR) that one script imports, each specifier resolved as a browser would."""
+    text = (STATIC_DIR / script).read_text(encoding="utf-8")
+    found = []
+    for specifier in IMPORT.findall(text):
+        assert specifier.startswith(("./", "../")), f"{script} imports {specifier!r}: only the UI's own files"
+        target = (STATIC_DIR / script).parent / specifier
+        assert target.resolve().is_relative_to(STATIC_DIR.resolve()), (
+            f"{script} imports {specifier} outside static/"
+        )
+        found.append(target.resolve().relative_to(STATIC_DIR.resolve()).as_posix())
+    return found
+
+
+def test_every_script_is_imported_present_and_served(client: TestClient) -> None:
+    """From index.html's app.js, every import leads to a file the API serves as JavaScript, and every script is used."""
+    reached, todo = set(), ["app.js"]
+    while todo:
+        script = todo.pop()
+        if script in reached:
+            continue
+        reached.add(script)
+        for target in imports_of(script):
+            assert (STATIC_DIR / target).is_file(), f"{script} imports {target}, which is missing"
+            response = client.get(f"/{target}")
+            assert response.status_code == 200 and media_type(response) in JS_TYPES, target
+            todo.append(target)
+    assert reached == set(SCRIPTS)  # no script left that nothing loads
+    assert {"views/auth.js", "views/upload.js", "views/history.js", "views/dashboard.js"} <= reached
+
+
+# Imports every module into Node (so that every named import must match an export, and every file must parse), with
+# the least of a DOM the modules touch at import time; app.js itself starts the app and is only parsed.
+MODULES_CHECK = """
+globalThis.document = { cookie: "" };
+const root = process.argv[2];
+for (const name of process.argv.slice(3)) {
+  if (name === "app.js") continue;
+  await import(new URL(name, root));
+}
+console.log("ok");
+"""
+
+
+def test_every_module_links_in_node(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    copy = tmp_path / "static"
+    shutil.copytree(STATIC_DIR, copy)
+    (copy / "package.json").write_text('{"type": "module"}', encoding="utf-8")  # .js as ES modules, any Node
+    for script in SCRIPTS:
+        checked = subprocess.run(
+            [node, "--check", str(copy / script)], capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, f"{script}: {checked.stderr}"
+    check = copy / "check.mjs"
+    check.write_text(MODULES_CHECK, encoding="utf-8")
+    done = subprocess.run(
+        [node, str(check), copy.as_uri() + "/", *SCRIPTS], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_no_script_is_a_monolith() -> None:
+    """One job per script: views and their sections in modules of their own, none much over 500 lines."""
+    for script in SCRIPTS:
+        lines = (STATIC_DIR / script).read_text(encoding="utf-8").count("\n")
+        assert lines <= 500, f"{script} has {lines} lines"
+
+
+def test_the_tilt_states_are_spelled_once() -> None:
+    """dom.js's TILT_STATES is the UI's one list of the tilt classes, the same as pzone.tilt's; chart.js colours them."""
+    dom = (STATIC_DIR / "dom.js").read_text(encoding="utf-8")
+    spelled = re.search(r"export const TILT_STATES = \[([^\]]*)\];", dom)
+    assert spelled is not None
+    assert tuple(json.loads(f"[{spelled.group(1)}]")) == TILT_CLASSES
+    listing = re.compile(r"\[\s*" + r"\s*,\s*".join(f'"{name}"' for name in TILT_CLASSES[:2]))
+    repeated = [s for s in SCRIPTS if listing.search((STATIC_DIR / s).read_text(encoding="utf-8"))]
+    assert repeated == ["dom.js"], (
+        f"the tilt states are listed again in {repeated}; import TILT_STATES instead"
+    )
+    # chart.js stands alone (it is also run on its own, below): its colour per state must cover the same states.
+    chart = (STATIC_DIR / "chart.js").read_text(encoding="utf-8")
+    colors = re.search(r"const STATE_COLORS = \{([^}]*)\}", chart)
+    assert colors is not None
+    assert tuple(re.findall(r"(\w+):", colors.group(1))) == TILT_CLASSES
 
 
 def test_the_dashboard_draws_live_accuracy() -> None:
-    app_js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
-    assert "/api/accuracy" in app_js and "accuracyChart(" in app_js
+    dashboard = (STATIC_DIR / "views" / "dashboard.js").read_text(encoding="utf-8")
+    accuracy = (STATIC_DIR / "views" / "dashboard" / "accuracy.js").read_text(encoding="utf-8")
+    assert '"/api/accuracy"' in dashboard and "accuracyChart(" in accuracy
     assert "export function accuracyChart" in (STATIC_DIR / "chart.js").read_text(encoding="utf-8")
 
 

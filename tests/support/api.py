@@ -80,6 +80,24 @@ def app_from_env() -> FastAPI:
     return app
 
 
+def uvicorn_command(factory: str, port: int) -> list[str]:
+    """The command that serves the app of ``factory`` (``module:function``) in its own uvicorn process on
+    127.0.0.1:``port``, logging warnings and worse."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        factory,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
 @contextlib.contextmanager
 def api_process(env: Mapping[str, str], timeout: float = 20.0) -> Iterator[str]:
     """The API in its own uvicorn process (factory :func:`app_from_env`, settings from ``env``); yields its base URL.
@@ -88,19 +106,7 @@ def api_process(env: Mapping[str, str], timeout: float = 20.0) -> Iterator[str]:
     """
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.support.api:app_from_env",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        uvicorn_command("tests.support.api:app_from_env", port),
         cwd=REPO,
         env={
             **os.environ,

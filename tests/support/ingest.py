@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from pzone_ingest.mqtt_worker import IngestWorker
 from pzone_ingest.settings import Settings
-from pzone_ingest.worker import IngestWorker
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from pzone.tilt import TILT_CLASSES
 from tests.support.services import free_port
 
 MODEL_VERSION = "stand-in-1"
@@ -68,7 +69,7 @@ class ModelTierStandIn:
         self._server: ThreadingHTTPServer | None = None
 
     def probs(self) -> dict[str, float]:
-        others = [name for name in ("upright", "tilted", "fallen") if name != self.label]
+        others = [name for name in TILT_CLASSES if name != self.label]
         return {self.label: 0.9, others[0]: 0.07, others[1]: 0.03}
 
     @property

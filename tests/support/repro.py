@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pzone import demo
+from pzone_pipelines.params import load_params
+from pzone_stack import demo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def make_project(root: Path, params: Mapping[str, Any] | None = None) -> Path:
 
 
 def write_params(root: Path, overrides: Mapping[str, Any]) -> None:
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = load_params(REPO / "params.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(demo.merge(base, overrides), sort_keys=False))
 
 
@@ -66,9 +67,9 @@ def populate_platform(root: Path, count: int, seed: int, **kwargs: Any) -> Any:
 
     from pzone.db.engine import make_engine
     from pzone.migrations import upgrade
-    from pzone.photosim.seed import populate
     from pzone.settings import CoreSettings
     from pzone.storage import object_store_from_settings
+    from pzone_stack.photosim.seed import populate
 
     settings = CoreSettings(data_dir=root / ".pzone")
     upgrade(settings.sqlalchemy_url)

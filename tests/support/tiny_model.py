@@ -19,13 +19,13 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from pzone.tilt import TILT_CLASSES
 from tests.support.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
-CLASSES = ("upright", "tilted", "fallen")
 META: dict[str, Any] = {
-    "classes": list(CLASSES),
+    "classes": list(TILT_CLASSES),
     "image_size": 32,
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
@@ -79,7 +79,7 @@ def use_bentoml_home(home: Path) -> None:
 
 def import_tiny(workdir: Path, bias: Sequence[float], mlflow_version: str, image_size: int = 32) -> str:
     """A tiny model imported into the current store as the package stage does; returns its tag."""
-    from pzone_training.package import import_model
+    from pzone_training.bento import import_model
 
     onnx_path = tiny_onnx(workdir / f"tiny-{mlflow_version}.onnx", bias, image_size)
     meta = {**META, "image_size": image_size}

@@ -26,7 +26,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pzone.db.models import PhotoLabel, Prediction
-from pzone.labels import LABELS, as_utc
+from pzone.labels import as_utc
+from pzone.tilt import TILT_CLASSES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -55,7 +56,7 @@ class Scores:
 
 
 def _class_order(name: str) -> tuple[int, str]:
-    return (LABELS.index(name), "") if name in LABELS else (len(LABELS), name)
+    return (TILT_CLASSES.index(name), "") if name in TILT_CLASSES else (len(TILT_CLASSES), name)
 
 
 def scores_of(confusion: Mapping[tuple[str, str], int]) -> Scores:

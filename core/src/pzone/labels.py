@@ -27,9 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, PhotoLabel, SensorReading, table_of, utcnow
-from pzone.telemetry import TiltState, classify_tilt
-
-LABELS: tuple[str, ...] = tuple(state.value for state in TiltState)  # upright, tilted, fallen
+from pzone.tilt import FALLEN_MIN_DEG, TILT_CLASSES, UPRIGHT_MAX_DEG, classify_tilt
 
 SOURCE_SENSOR = "sensor"
 SOURCE_MANUAL = "manual"
@@ -61,8 +59,8 @@ class LabelParams:
     window_s: float = 30.0  # a reading within this many seconds of taken_at counts
     max_clock_skew_s: float = 300.0  # device_ts further than this from received_at is not trusted
     max_spread_deg: float = 10.0  # angles in the window further apart than this: the object was moving
-    upright_max_deg: float = 20.0  # upright below
-    fallen_min_deg: float = 60.0  # fallen from; tilted between
+    upright_max_deg: float = UPRIGHT_MAX_DEG  # upright below
+    fallen_min_deg: float = FALLEN_MIN_DEG  # fallen from; tilted between
     min_readings: int = 1  # readings the window must hold
 
     def __post_init__(self) -> None:
@@ -463,8 +461,8 @@ def set_manual_label(
     """Set (or, with ``None``, clear) an operator's label of a stored photo; returns its row (``None`` when cleared
     and the sensor never labeled it). ``ValueError`` for an unknown label, ``LookupError`` for no stored photo.
     Not committed."""
-    if label is not None and label not in LABELS:
-        raise ValueError(f"label must be one of {', '.join(LABELS)} or null, got {label!r}")
+    if label is not None and label not in TILT_CLASSES:
+        raise ValueError(f"label must be one of {', '.join(TILT_CLASSES)} or null, got {label!r}")
     status = session.scalar(select(Photo.status).where(Photo.id == photo_id))
     if status != "stored":
         raise LookupError(f"no stored photo {photo_id!r}")

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pzone.tilt import FALLEN_MIN_DEG, UPRIGHT_MAX_DEG
+
 
 class CoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PZONE_", extra="ignore")
@@ -53,9 +55,10 @@ class CoreSettings(BaseSettings):
         "<name>.log.<YYYY-mm-dd_HH>, shipped to S3 by `pzone logs backup`); default (unset): console only.",
     )
 
-    # Tilt classes (degrees from vertical). The training issue keeps its own copy in params.yaml.
-    tilt_upright_max_deg: float = Field(20.0, gt=0, lt=90)
-    tilt_fallen_min_deg: float = Field(60.0, gt=0, le=180)
+    # Where ingest draws the tilt classes (degrees from vertical) for device state and alarms. Training reads its
+    # own from params.yaml, so a deployment can move these without changing what a model learns.
+    tilt_upright_max_deg: float = Field(UPRIGHT_MAX_DEG, gt=0, lt=90)
+    tilt_fallen_min_deg: float = Field(FALLEN_MIN_DEG, gt=0, le=180)
 
     # Telemetry validation.
     max_payload_bytes: int = Field(4096, gt=0, description="Larger MQTT payloads are dead-lettered unparsed.")

@@ -15,8 +15,9 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
+
+from pzone.tilt import FALLEN_MIN_DEG, UPRIGHT_MAX_DEG, TiltState, classify_tilt
 
 PAYLOAD_VERSION = 1
 TOPIC_ROOT = "pzone"
@@ -31,16 +32,6 @@ MAX_SEQ = 2**63 - 1
 # Device timestamps outside this window are garbage, not clock skew.
 MIN_DEVICE_TS = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 MAX_DEVICE_TS = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
-
-
-class TiltState(StrEnum):
-    UPRIGHT = "upright"
-    TILTED = "tilted"
-    FALLEN = "fallen"
-
-
-# The classifier's classes, in label-id order (the training and serving tiers share it).
-TILT_CLASSES: tuple[str, ...] = tuple(state.value for state in TiltState)
 
 
 class InvalidReading(ValueError):
@@ -119,14 +110,6 @@ def derive_angles(ax: float, ay: float, az: float) -> Angles:
     return Angles(tilt, pitch, roll)
 
 
-def classify_tilt(tilt_deg: float, upright_max_deg: float, fallen_min_deg: float) -> TiltState:
-    if tilt_deg < upright_max_deg:
-        return TiltState.UPRIGHT
-    if tilt_deg >= fallen_min_deg:
-        return TiltState.FALLEN
-    return TiltState.TILTED
-
-
 def _number(event: dict[str, Any], key: str, *, required: bool = True) -> float | None:
     value = event.get(key)
     if type(value) is float and math.isfinite(value):  # the common case, first
@@ -149,8 +132,8 @@ def _number(event: dict[str, Any], key: str, *, required: bool = True) -> float 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    upright_max_deg: float = 20.0
-    fallen_min_deg: float = 60.0
+    upright_max_deg: float = UPRIGHT_MAX_DEG
+    fallen_min_deg: float = FALLEN_MIN_DEG
     future_tolerance_s: float = 120.0
     past_tolerance_s: float = 7 * 24 * 3600.0
 

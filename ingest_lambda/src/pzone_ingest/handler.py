@@ -18,8 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from pzone.db.engine import make_engine
 from pzone.telemetry import Limits, limits_from
+from pzone_ingest.batch import process_batch
 from pzone_ingest.messages import from_iot_event
-from pzone_ingest.processing import process_batch
 from pzone_ingest.secrets import fetch_database_url
 from pzone_ingest.settings import Settings
 

@@ -24,7 +24,7 @@ import numpy as np
 import typer
 
 from pzone import preprocess
-from pzone.telemetry import TILT_CLASSES
+from pzone.tilt import TILT_CLASSES
 from pzone_pipelines.snapshot import Entry, read_manifest
 
 SPLITS = ("train", "val", "test")

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pzone_pipelines.params import ParamsError, load_params, read_mapping, section
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
@@ -120,15 +122,7 @@ def _finite(value: Any, what: str) -> float:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RegisterError(f"{what} ({path}) is missing: run the earlier stages first") from None
-    except json.JSONDecodeError as exc:
-        raise RegisterError(f"{what} ({path}) is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise RegisterError(f"{what} ({path}) must be a JSON object")
-    return data
+    return read_mapping(path, f"{what} ({path})", "run the earlier stages first", RegisterError)
 
 
 def register(
@@ -172,7 +166,6 @@ def main(
     """Register the trained model as challenger; promote it to champion only if it wins the gate."""
     from rich.console import Console
 
-    from pzone_pipelines.params import ParamsError, load_params, section
     from pzone_pipelines.settings import Settings
     from pzone_pipelines.tracking import configure_mlflow
 

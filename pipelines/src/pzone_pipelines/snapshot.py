@@ -25,7 +25,7 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from pzone.storage import ObjectNotFound, ObjectStore
-from pzone.telemetry import TILT_CLASSES
+from pzone.tilt import TILT_CLASSES
 
 MANIFEST = "manifest.json"
 SKIPPED = "skipped.json"

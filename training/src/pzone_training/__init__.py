@@ -1,11 +1,4 @@
-"""P-ZONE training: the tilt classifier, its data loading and augmentation, the train and evaluate stages.
+"""P-ZONE training: the tilt classifier, its data loading and augmentation, the train, evaluate and package stages.
 
-Importing the package stays cheap (no torch): the pipelines and the API import ``CLASSES`` from here.
+The classes and their label ids are ``pzone.tilt.TILT_CLASSES``; importing this package stays cheap (no torch).
 """
-
-from __future__ import annotations
-
-# Index = label id everywhere (labels.npy, model outputs, reports). Same thresholds as the sensors' states.
-CLASSES: tuple[str, ...] = ("upright", "tilted", "fallen")
-
-__all__ = ["CLASSES"]

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from pzone import preprocess
-from pzone_training import CLASSES
+from pzone.tilt import TILT_CLASSES
 
 # The letterbox border; augmentation fills rotated-in corners with the same colour.
 PAD_VALUE = preprocess.PAD_VALUE
@@ -41,8 +41,8 @@ def load_split(directory: Path | str) -> Split:
         images = images.reshape(0, *(images.shape[1:] if images.ndim == 4 else (0, 0, 3)))
     if len(images) != len(labels) or (ids and len(ids) != len(labels)):
         raise ValueError(f"{directory}: {len(images)} images, {len(labels)} labels, {len(ids)} ids")
-    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise ValueError(f"{directory}/labels.npy: label ids must be in [0, {len(CLASSES)})")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(TILT_CLASSES)):
+        raise ValueError(f"{directory}/labels.npy: label ids must be in [0, {len(TILT_CLASSES)})")
     return Split(images, labels, ids)
 
 
@@ -60,11 +60,11 @@ def resize_square(images: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def class_weights(labels: np.ndarray, num_classes: int = len(CLASSES), power: float = 1.0) -> np.ndarray:
+def class_weights(labels: np.ndarray, num_classes: int = len(TILT_CLASSES), power: float = 1.0) -> np.ndarray:
     """Inverse-frequency weights raised to ``power`` (1: plain inverse frequency, 0.5: its square root, 0: none),
     scaled to mean 1; a class with no example cannot be learnt."""
     counts = np.bincount(labels.astype(np.int64), minlength=num_classes)[:num_classes]
-    missing = [CLASSES[i] if i < len(CLASSES) else str(i) for i in np.flatnonzero(counts == 0)]
+    missing = [TILT_CLASSES[i] if i < len(TILT_CLASSES) else str(i) for i in np.flatnonzero(counts == 0)]
     if missing:
         raise ValueError(f"no training example of class(es): {', '.join(missing)}")
     weights = (counts.sum() / (num_classes * counts.astype(np.float64))) ** power

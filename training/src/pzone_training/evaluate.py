@@ -17,10 +17,10 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from pzone_training import CLASSES
+from pzone.tilt import TILT_CLASSES
+from pzone_pipelines.params import load_params
 from pzone_training.data import load_split, resize_square
 from pzone_training.metrics import classification_report, confusion_matrix
-from pzone_training.params import load_params
 
 
 def evaluate_predictions(labels: np.ndarray, predicted: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -90,17 +90,19 @@ def plot_curves(path: Path, history: Sequence[dict[str, float]]) -> None:
     plt.close(fig)
 
 
-def champion_report(images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, Any]:
-    """The same metrics for the registry's champion, or ``{"exists": false}``."""
+def champion_report(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, model_name: str
+) -> dict[str, Any]:
+    """The same metrics for the registry's champion of ``model_name``, or ``{"exists": false}``."""
     from pzone_training import tracking
     from pzone_training.models import predict
 
-    champion = tracking.load_champion()
+    champion = tracking.load_champion(model_name)
     if champion is None:
         return {"exists": False}
     model, meta = champion
-    classes = list(meta.get("classes") or CLASSES)
-    if classes != list(CLASSES):
+    classes = list(meta.get("classes") or TILT_CLASSES)
+    if classes != list(TILT_CLASSES):
         # Another label set cannot be compared on this test split.
         return {"exists": True, "comparable": False, "classes": classes, **_champion_ids(meta)}
     size = int(meta.get("image_size") or images.shape[1])
@@ -146,10 +148,12 @@ def run_stage(
     if track:
         import mlflow
 
-        from pzone_training import tracking
+        from pzone_pipelines.settings import Settings
+        from pzone_pipelines.tracking import configure_mlflow
 
-        tracking.configure_mlflow()
-        champion = champion_report(test.images, test.labels, batch_size)
+        settings = Settings()
+        configure_mlflow(settings)
+        champion = champion_report(test.images, test.labels, batch_size, settings.mlflow_model_name)
         run_id = json.loads(run_path.read_text(encoding="utf-8"))["run_id"] if run_path.exists() else None
         if run_id:
             with mlflow.start_run(run_id=run_id):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from pzone_training import CLASSES
+from pzone.tilt import TILT_CLASSES
 from pzone_training.augment import normalize_batch
 from pzone_training.params import ARCHS
 
@@ -32,7 +32,7 @@ class TinyCNN(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = len(CLASSES), widths: tuple[int, ...] = (16, 24, 48, 96, 128)
+        self, num_classes: int = len(TILT_CLASSES), widths: tuple[int, ...] = (16, 24, 48, 96, 128)
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [_conv_bn(3, widths[0], 1), nn.MaxPool2d(2)]
@@ -48,7 +48,7 @@ class TinyCNN(nn.Module):
 
 
 def build_model(
-    arch: str, num_classes: int = len(CLASSES), weights_path: Path | str | None = None
+    arch: str, num_classes: int = len(TILT_CLASSES), weights_path: Path | str | None = None
 ) -> nn.Module:
     """A fresh model, optionally started from a state_dict file (a head of another size is left fresh)."""
     model: nn.Module
@@ -114,5 +114,5 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 64, flip_tta
             probs = (probs + torch.softmax(model(x.flip(3)).float(), dim=1)) / 2
         out.append(probs.numpy())
     if not out:
-        return np.zeros((0, len(CLASSES)), dtype=np.float32)
+        return np.zeros((0, len(TILT_CLASSES)), dtype=np.float32)
     return np.concatenate(out)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 ARCHS = ("tiny_cnn", "mobilenet_v3_small", "resnet18")
 
@@ -89,14 +86,6 @@ def coerce_train_params(params: TrainParams | Mapping[str, Any]) -> TrainParams:
     if "train" in params:
         return TrainParams.from_params(params)
     return TrainParams.from_dict(params)
-
-
-def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    with Path(path).open(encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

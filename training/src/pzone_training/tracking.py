@@ -1,6 +1,6 @@
-"""MLflow wiring shared by train and evaluate: tracking URI, experiment, model logging, the champion, dataset hash.
+"""MLflow for train and evaluate: the dataset hash, model logging and the champion to compare with.
 
-Only ``PZONE_MLFLOW_*`` variables are read; nothing secret is logged.
+The tracking store and experiment are set by ``pzone_pipelines.tracking.configure_mlflow``; nothing secret is logged.
 """
 
 from __future__ import annotations
@@ -14,32 +14,6 @@ import torch
 from torch import nn
 
 CHAMPION_ALIAS = "champion"
-
-
-def _settings() -> Any:
-    # One Settings for the trainer job (all of its stages): the pipelines package owns it.
-    from pzone_pipelines.settings import Settings
-
-    return Settings()
-
-
-def tracking_uri() -> str:
-    return str(_settings().tracking_uri)
-
-
-def experiment_name() -> str:
-    return str(_settings().mlflow_experiment)
-
-
-def model_name() -> str:
-    return str(_settings().mlflow_model_name)
-
-
-def configure_mlflow() -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    from pzone_pipelines.tracking import configure_mlflow as configure
-
-    return configure(_settings())
 
 
 def dataset_hash(lock_path: Path | str = "dvc.lock", snapshot_dir: Path | str = "data/snapshot") -> str:
@@ -90,13 +64,12 @@ def log_pytorch_model(model: nn.Module, image_size: int, metadata: dict[str, Any
     return str(info.model_uri)
 
 
-def load_champion() -> tuple[nn.Module, dict[str, Any]] | None:
-    """The registry's ``<model name>@champion`` with its metadata (arch, image_size, …), or None if there is none."""
+def load_champion(name: str) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The registry's ``<name>@champion`` with its metadata (arch, image_size, …), or None if there is none."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    name = model_name()
     try:
         version = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:

@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pzone_training import CLASSES
+from pzone.tilt import TILT_CLASSES
+from pzone_pipelines.params import load_params
 from pzone_training.augment import MEAN, STD, eval_transforms, torchvision_train_transforms, train_transforms
 from pzone_training.data import class_weights, load_split
 from pzone_training.metrics import accuracy, macro_f1
@@ -32,7 +33,6 @@ from pzone_training.params import (
     TrainParams,
     coerce_train_params,
     flatten,
-    load_params,
     train_params_dict,
 )
 
@@ -125,12 +125,12 @@ def train_model(
         raise ValueError("the train split is empty")
     val_images = val_split[0] if val_split is not None else np.zeros((0, 1, 1, 3), np.uint8)
     val_labels = np.asarray(val_split[1], dtype=np.int64) if val_split is not None else np.zeros(0, np.int64)
-    weights = torch.from_numpy(class_weights(train_labels, len(CLASSES), p.class_weight_power))
+    weights = torch.from_numpy(class_weights(train_labels, len(TILT_CLASSES), p.class_weight_power))
 
     if p.num_threads > 0:
         torch.set_num_threads(p.num_threads)
     seed_everything(p.seed)
-    model = build_model(p.arch, len(CLASSES), p.weights_path or None)
+    model = build_model(p.arch, len(TILT_CLASSES), p.weights_path or None)
     dataset = make_dataset(train_images, train_labels, train=True, aug_params=p.augment, seed=p.seed)
     loader = make_loader(dataset, p.batch_size, shuffle=True, seed=p.seed)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=p.label_smoothing)
@@ -188,7 +188,7 @@ def _val_metrics(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> di
     model.train()
     return {
         "val_accuracy": accuracy(labels, predicted),
-        "val_macro_f1": macro_f1(labels, predicted, len(CLASSES)),
+        "val_macro_f1": macro_f1(labels, predicted, len(TILT_CLASSES)),
     }
 
 
@@ -204,7 +204,7 @@ def write_history(path: Path | str, history: Sequence[Mapping[str, float]]) -> N
 def checkpoint_meta(p: TrainParams, image_size: int) -> dict[str, Any]:
     return {
         "arch": p.arch,
-        "classes": list(CLASSES),
+        "classes": list(TILT_CLASSES),
         "image_size": int(image_size),
         "mean": list(MEAN),
         "std": list(STD),
@@ -242,9 +242,11 @@ def run_stage(
 
     import mlflow
 
+    from pzone_pipelines.settings import Settings
+    from pzone_pipelines.tracking import configure_mlflow
     from pzone_training import tracking
 
-    experiment_id = tracking.configure_mlflow()
+    experiment_id = configure_mlflow(Settings())
     data_hash = tracking.dataset_hash()
     logged = {
         **flatten({"train": train_params_dict(p)}),

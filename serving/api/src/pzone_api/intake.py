@@ -24,10 +24,9 @@ from sqlalchemy.orm import Session
 
 from pzone.db.models import Device, Photo, User, Zone
 from pzone.storage import (
-    LocalObjectStore,
     ObjectNotFound,
+    ObjectStore,
     ObjectTooLarge,
-    S3ObjectStore,
     check_uploaded_object,
     content_addressed_key,
 )
@@ -35,7 +34,6 @@ from pzone_api.images import BadImage, ImageInfo, inspect_and_derive, sha256_fil
 from pzone_api.settings import Settings
 from pzone_api.verdicts import apply_verdict, classify_photos, input_size, model_input_made
 
-Store = LocalObjectStore | S3ObjectStore
 ACCEPTED_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 DERIVATIVE_SIZES = {"preview": 1024, "thumb": 256}
 
@@ -182,7 +180,7 @@ def _photo_columns(
 
 def create_upload(
     session: Session,
-    store: Store,
+    store: ObjectStore,
     settings: Settings,
     user_id: str,
     *,
@@ -237,7 +235,7 @@ def check_batch_size(settings: Settings, count: int) -> None:
 
 
 def create_uploads(
-    session: Session, store: Store, settings: Settings, user_id: str, items: Sequence[UploadRequest]
+    session: Session, store: ObjectStore, settings: Settings, user_id: str, items: Sequence[UploadRequest]
 ) -> list[UploadTicket]:
     """Step 1 for several photos at once (``POST /api/photos/batch``): all of them or none.
 
@@ -323,7 +321,7 @@ def claim_upload(session: Session, user_id: str, photo_id: str) -> bool:
 
 def stage_upload(
     session: Session,
-    store: Store,
+    store: ObjectStore,
     settings: Settings,
     user_id: str,
     fileobj: IO[bytes],
@@ -358,7 +356,7 @@ def stage_upload(
 
 
 def process_staged(
-    session: Session, store: Store, settings: Settings, photo: Photo, *, direct: bool = False
+    session: Session, store: ObjectStore, settings: Settings, photo: Photo, *, direct: bool = False
 ) -> None:
     """The worker's part: full check, SHA-256, original, derivatives, verdict, commit; the upload object goes.
 
@@ -400,7 +398,7 @@ def process_staged(
     store.delete(upload_key)
 
 
-def discard_photo(session: Session, store: Store, photo_id: str) -> None:
+def discard_photo(session: Session, store: ObjectStore, photo_id: str) -> None:
     """Remove a photo that could not be processed (its row and its upload object), if it is still there."""
     photo = session.get(Photo, photo_id)
     if photo is not None and photo.status != "stored":
@@ -409,7 +407,7 @@ def discard_photo(session: Session, store: Store, photo_id: str) -> None:
 
 def _store_checked(
     session: Session,
-    store: Store,
+    store: ObjectStore,
     settings: Settings,
     photo: Photo,
     path: Path,
@@ -485,7 +483,7 @@ def _fill(photo: Photo, info: ImageInfo, sha: str, original: str, keys: dict[str
         photo.taken_at, photo.taken_at_source = now, "upload"
 
 
-def _discard(session: Session, store: Store, photo: Photo) -> None:
+def _discard(session: Session, store: ObjectStore, photo: Photo) -> None:
     if photo.upload_key:
         store.delete(photo.upload_key)
     session.delete(photo)
@@ -493,7 +491,7 @@ def _discard(session: Session, store: Store, photo: Photo) -> None:
 
 
 @contextmanager
-def _downloaded(store: Store, key: str, max_bytes: int) -> Iterator[Path]:
+def _downloaded(store: ObjectStore, key: str, max_bytes: int) -> Iterator[Path]:
     """The object in a temporary file; :class:`ObjectTooLarge` as soon as it passes ``max_bytes``."""
     with tempfile.TemporaryDirectory(prefix="pzone-check-") as folder:
         path = Path(folder) / "object"

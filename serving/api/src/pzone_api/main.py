@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(accuracy.router)
     _serve_ui(app)
-    from pzone_api.bodies import CoalescedBody
+    from pzone_api.body_coalescing import CoalescedBody
 
     app.add_middleware(CoalescedBody)
     return app

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, Prediction
 from pzone.preprocess import model_input_bmp
-from pzone.storage import LocalObjectStore, S3ObjectStore
+from pzone.storage import ObjectStore
+from pzone.tilt import TILT_CLASSES
 from pzone_api.settings import Settings
 
 logger = logging.getLogger("pzone.api.verdicts")
-LABELS = ("upright", "tilted", "fallen")
 # The side sent before a tier has answered: params.yaml's default prepare.image_size (an answer corrects it).
 FIRST_GUESS_SIZE = 96
 # What the client sends, by signature (model inputs are BMP; JPEG is the contract's plain case).
@@ -68,7 +68,7 @@ def model_input_made(made: bytes, size: int, fallback: bytes) -> ModelInput:
     return lambda side: made if side == size else model_input_bmp(io.BytesIO(fallback), side)
 
 
-def model_input_of_object(store: LocalObjectStore | S3ObjectStore, key: str) -> ModelInput:
+def model_input_of_object(store: ObjectStore, key: str) -> ModelInput:
     return lambda size: model_input_bmp(io.BytesIO(store.get_bytes(key)), size)
 
 
@@ -142,13 +142,13 @@ def classify(settings: Settings, images: list[bytes]) -> list[Verdict | None] | 
 
 
 def _verdict(item: object) -> Verdict | None:
-    if not isinstance(item, dict) or item.get("label") not in LABELS:
+    if not isinstance(item, dict) or item.get("label") not in TILT_CLASSES:
         return None
     probs = item.get("probs") or {}
     image_size = item.get("image_size")
     return Verdict(
         label=str(item["label"]),
-        probs={k: float(v) for k, v in probs.items() if k in LABELS},
+        probs={k: float(v) for k, v in probs.items() if k in TILT_CLASSES},
         model_version=str(item.get("model_version") or "unknown"),
         image_size=image_size if isinstance(image_size, int) and 8 <= image_size <= 4096 else None,
     )
@@ -177,9 +177,7 @@ def apply_verdict(session: Session, photo: Photo, verdict: Verdict | None) -> No
     )
 
 
-def retry_pending(
-    settings: Settings, engine: Engine, store: LocalObjectStore | S3ObjectStore, limit: int = 32
-) -> int:
+def retry_pending(settings: Settings, engine: Engine, store: ObjectStore, limit: int = 32) -> int:
     """One pass of the background retry: classify stored photos still pending; returns how many got a verdict."""
     if not settings.model_tier_url:
         return 0

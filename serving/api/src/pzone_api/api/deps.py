@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from pzone.storage import LocalObjectStore, S3ObjectStore
+from pzone.storage import ObjectStore
 from pzone_api.processing import PhotoQueue
 from pzone_api.settings import Settings
 
@@ -38,7 +38,7 @@ async def get_db(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterato
             session.close()
 
 
-async def get_store(request: Request) -> LocalObjectStore | S3ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
@@ -49,7 +49,7 @@ async def get_photo_queue(request: Request) -> PhotoQueue:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 DbDep = Annotated[Session, Depends(get_db)]
-StoreDep = Annotated[LocalObjectStore | S3ObjectStore, Depends(get_store)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
 PhotoQueueDep = Annotated[PhotoQueue, Depends(get_photo_queue)]
 
 # --- auth (sessions, current user, roles, CSRF) ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, ScalarSelect, and_, func, select
 
 from pzone.db.models import Alarm, Device, SensorReading, Zone
+from pzone.tilt import TILT_CLASSES
 from pzone_api.api.deps import DbDep, require_operator
 
 router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], dependencies=[Depends(require_operator)])
@@ -20,7 +21,6 @@ router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], dependencies=[De
 TILT_MAX_MINUTES = 7 * 24 * 60
 TILT_MAX_POINTS = 5000
 ALARMS_MAX_LIMIT = 1000
-STATES = ("upright", "tilted", "fallen")
 
 
 @overload
@@ -192,7 +192,7 @@ def dashboard_summary(db: DbDep) -> Summary:
             count(Device, Device.status == "online").label("online"),
             count(Alarm, Alarm.closed_at.is_(None)).label("open_alarms"),
             count(SensorReading, SensorReading.received_at >= hour_ago).label("readings_last_hour"),
-            *(count(Device, Device.last_state == state).label(state) for state in STATES),
+            *(count(Device, Device.last_state == state).label(state) for state in TILT_CLASSES),
         )
     ).one()
     return Summary(

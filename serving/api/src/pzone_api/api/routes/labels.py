@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from pzone.db.models import Photo, PhotoLabel
 from pzone.labels import REASON_NOT_COMPUTED, SOURCE_MANUAL, SOURCE_SENSOR, effective_label, set_manual_label
+from pzone.tilt import TILT_CLASSES
 from pzone_api.api.deps import CsrfChecked, CurrentUser, DbDep, OperatorUser
 
 router = APIRouter(prefix="/api/photos", tags=["labels"])
 
-LabelName = Literal["upright", "tilted", "fallen"]
+# A Literal of the tilt classes, not the TiltState enum: the schema stays an inline string enum and a wrong label
+# answers 422 literal_error. mypy cannot read a Literal built at run time, so it checks a str.
+if TYPE_CHECKING:
+    LabelName = str
+else:
+    LabelName = Literal[TILT_CLASSES]
 
 
 class LabelIn(BaseModel):

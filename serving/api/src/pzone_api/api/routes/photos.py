@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pzone.db.models import Photo, PhotoLabel
 from pzone.labels import measured_of
+from pzone.storage import ObjectStore
 from pzone_api.api.deps import (
     CurrentSession,
     CurrentUser,
@@ -27,7 +28,6 @@ from pzone_api.intake import (
     NOT_AUTHENTICATED,
     BatchItemError,
     IntakeError,
-    Store,
     UploadRequest,
     UploadTicket,
     create_upload,
@@ -148,7 +148,7 @@ def _raise(exc: IntakeError) -> HTTPException:
     return HTTPException(exc.status, detail=detail)
 
 
-def _created(ticket: UploadTicket, store: Store) -> PhotoCreated:
+def _created(ticket: UploadTicket, store: ObjectStore) -> PhotoCreated:
     upload = UploadInstructions(
         url=ticket.url,
         headers={"Content-Type": ticket.content_type},
@@ -158,7 +158,9 @@ def _created(ticket: UploadTicket, store: Store) -> PhotoCreated:
     return PhotoCreated(photo=photo_out(ticket.photo, store), upload=upload)
 
 
-def photo_out(photo: Photo, store: Store, expires_s: int = 900, label: PhotoLabel | None = None) -> PhotoOut:
+def photo_out(
+    photo: Photo, store: ObjectStore, expires_s: int = 900, label: PhotoLabel | None = None
+) -> PhotoOut:
     measured = measured_of(label)
     return PhotoOut(
         id=photo.id,
@@ -245,7 +247,7 @@ async def complete_photos(
     return await run_in_threadpool(_completed, done, store)  # presigning may refresh credentials (I/O)
 
 
-def _completed(done: list[Completion], store: Store) -> PhotoBatchCompleted:
+def _completed(done: list[Completion], store: ObjectStore) -> PhotoBatchCompleted:
     items = []
     for item in done:
         if item.refusal is not None:

@@ -1,0 +1,117 @@
+"""The ``pzone`` command's root: logging options, core's own commands, and the commands of installed packages.
+
+Core knows none of the other packages. Each package that has commands declares an entry point in the group
+``pzone.commands`` naming a ``register(app)`` function, which adds its commands to the root; so an image that
+installs only its own package (plus core) has exactly that package's commands, and `pzone --help` on a developer's
+machine, where the whole workspace is installed, lists them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from pzone.cli.common import fail
+from pzone.cli.db import db_app
+from pzone.cli.logs import logs_app
+
+PLUGIN_GROUP = "pzone.commands"
+
+app = typer.Typer(
+    help="P-ZONE: tilt telemetry, photos, training and serving in one circle.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(logs_app, name="logs")
+
+
+@app.callback()
+def _setup(
+    ctx: typer.Context,
+    log_level: Annotated[
+        str, typer.Option(help="Logging level: DEBUG, INFO, WARNING.", envvar="PZONE_LOG_LEVEL")
+    ] = ("INFO"),
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also log to rotating files <command>-<hostname>.log in this folder (rotated hourly and on "
+            "exit; see `pzone logs backup`).",
+            envvar="PZONE_LOG_DIR",
+        ),
+    ] = None,
+) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+    if log_dir is not None:
+        from pzone.logfiles import install_file_logging
+
+        try:
+            install_file_logging(log_dir, ctx.invoked_subcommand or "pzone", log_level)
+        except OSError as exc:
+            raise fail(escape(f"cannot write log files in {log_dir}: {exc}")) from None
+
+
+class PluginConflict(RuntimeError):
+    """Two packages (or a package and core) register a command under the same name."""
+
+
+def _names(commands: list[Any], groups: list[Any]) -> list[str]:
+    named = [info.name or (info.callback.__name__ if info.callback else "") for info in commands]
+    named += [info.name or "" for info in groups]
+    return [name.replace("_", "-") for name in named if name]
+
+
+def command_names(target: typer.Typer) -> set[str]:
+    """The names of ``target``'s top-level commands and groups, as typer will name them."""
+    return set(_names(target.registered_commands, target.registered_groups))
+
+
+def register_plugins(target: typer.Typer, plugins: list[tuple[str, Callable[[typer.Typer], None]]]) -> None:
+    """Let each plugin add its commands to ``target``; a name registered twice is an error, not a silent shadow."""
+    for name, register in plugins:
+        before = command_names(target)
+        commands, groups = len(target.registered_commands), len(target.registered_groups)
+        register(target)
+        added = _names(target.registered_commands[commands:], target.registered_groups[groups:])
+        clashes = sorted(set(added) & before | {a for a in added if added.count(a) > 1})
+        if clashes:
+            raise PluginConflict(f"the plugin {name!r} registers {', '.join(clashes)} again")
+
+
+def _installed_plugins() -> list[tuple[str, Callable[[typer.Typer], None]]]:
+    found: list[EntryPoint] = sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
+    plugins = []
+    for entry in found:
+        try:
+            plugins.append((entry.name, entry.load()))
+        except ImportError as exc:  # a broken install must not take the other commands down with it
+            print(f"pzone: the commands of {entry.value} are unavailable: {exc}", file=sys.stderr)
+    return plugins
+
+
+_loaded = False
+
+
+def load_plugins() -> typer.Typer:
+    """The root app with every installed package's commands (once per process); returns it."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        register_plugins(app, _installed_plugins())
+    return app
+
+
+def main() -> None:
+    load_plugins()()

@@ -1,9 +1,0 @@
-"""Simulated photos of monitored objects: a renderer, virtual clients of the API, and a fast database fixture.
-
-* :mod:`pzone.photosim.render` — synthetic photos of a parked e-scooter at a known tilt (Pillow + numpy).
-* :mod:`pzone.photosim.client` — virtual clients: photograph a device at its true tilt, upload through the API.
-* :mod:`pzone.photosim.seed` — write a synthetic platform state straight into the database and object store
-  (a fixture for tests and benchmarks, not a product path).
-
-Nothing is imported here: each module pulls numpy/Pillow/httpx only when used.
-"""

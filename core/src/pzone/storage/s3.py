@@ -1,0 +1,227 @@
+"""The S3 object store: objects in a bucket through boto3, and presigned URLs that are S3's own.
+
+Works with anything speaking S3's API (MinIO, moto, Ceph). boto3 is imported only when a store is made, so the
+local backend and the settings import without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from pzone.storage.keys import (
+    _check_expires,
+    _check_max_bytes,
+    _LimitedReader,
+    validate_content_type,
+    validate_key,
+)
+from pzone.storage.presign import _Presigner
+from pzone.storage.protocol import (
+    DEFAULT_CONTENT_TYPE,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStream,
+    Readable,
+)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3ObjectStore:
+    """Objects in an S3 bucket through boto3.
+
+    Credentials come from boto3's usual chain (environment, shared config, instance or task role), never from our
+    settings. The bucket must exist; :meth:`ensure_bucket` creates it when asked to (tests, a fresh local setup).
+    ``put_stream`` uses boto3's managed transfer: one PUT for small objects, a multipart upload past
+    ``multipart_threshold`` (aborted, so nothing is left, when the stream fails or passes ``max_bytes``).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client: Any = None,
+        multipart_threshold: int = 8 * 1024 * 1024,
+        public_endpoint_url: str | None = None,
+    ) -> None:
+        import boto3  # imported here: the local backend and the settings must not need it to import
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        if not bucket:
+            raise ValueError("an S3 bucket name is required")
+        self.bucket = bucket
+        self.region = region
+        if client is None:
+            config = Config(
+                signature_version="s3v4",
+                # Custom endpoints (MinIO, moto, Ceph…) rarely have per-bucket DNS names.
+                s3={"addressing_style": "path" if endpoint_url else "auto"},
+                retries={"mode": "standard", "max_attempts": 5},
+            )
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        else:
+            session = None  # a client handed in: its credentials are its own, so botocore presigns
+        self.client = client
+        # Presigned URLs are for browsers: where the servers reach S3 by an internal name (a Service, a compose
+        # service), they are signed for the public address instead (SigV4 signs the host); nothing is sent.
+        self.presign_client = client
+        if public_endpoint_url and public_endpoint_url != endpoint_url:
+            public_config = Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "max_attempts": 5},
+            )
+            self.presign_client = (session or boto3).client(
+                "s3", endpoint_url=public_endpoint_url, region_name=region, config=public_config
+            )
+        self._presigner = _Presigner(self.presign_client, bucket, session) if session is not None else None
+        self._transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 5 * 1024 * 1024),
+        )
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore(bucket={self.bucket!r})"
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (only ever called explicitly, never on construction)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except Exception as exc:
+            if _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        params: dict[str, Any] = {"Bucket": self.bucket}
+        region = self.region or self.client.meta.region_name
+        if region and region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self.client.create_bucket(**params)
+        except Exception as exc:
+            if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
+        validate_key(key)
+        validate_content_type(content_type)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), ContentType=content_type)
+
+    def put_stream(
+        self,
+        key: str,
+        fileobj: Readable,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        max_bytes: int | None = None,
+    ) -> int:
+        validate_key(key)
+        validate_content_type(content_type)
+        _check_max_bytes(max_bytes)
+        reader = _LimitedReader(key, fileobj, max_bytes)
+        self.client.upload_fileobj(
+            reader,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+            Config=self._transfer_config,
+        )
+        return reader.count
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[ObjectStream]:
+        validate_key(key)
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(key) from None
+            raise
+        body = response["Body"]
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def head(self, key: str) -> ObjectInfo | None:
+        validate_key(key)
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(
+            size=int(response["ContentLength"]),
+            content_type=str(response.get("ContentType") or DEFAULT_CONTENT_TYPE),
+        )
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def copy(self, source_key: str, target_key: str, content_type: str) -> None:
+        validate_key(source_key)
+        validate_key(target_key)
+        validate_content_type(content_type)
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=target_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                ContentType=content_type,
+                MetadataDirective="REPLACE",
+            )
+        except Exception as exc:  # botocore ClientError; botocore is imported lazily
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(source_key) from None
+            raise
+
+    def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:
+        """An S3 SigV4 presigned PUT URL; ``Content-Type`` is a signed header, so the client must send exactly it.
+
+        ``max_bytes`` cannot be put into a presigned PUT: re-check the size on completion with
+        :func:`check_uploaded_object`.
+        """
+        validate_key(key)
+        validate_content_type(content_type)
+        _check_max_bytes(max_bytes)
+        _check_expires(expires_s)
+        if self._presigner is not None:
+            return self._presigner.sign("PUT", key, expires_s, content_type)
+        return str(
+            self.presign_client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=expires_s,
+                HttpMethod="PUT",
+            )
+        )
+
+    def presign_get(self, key: str, expires_s: int = 900) -> str:
+        validate_key(key)
+        _check_expires(expires_s)
+        if self._presigner is not None:
+            return self._presigner.sign("GET", key, expires_s)
+        return str(
+            self.presign_client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=expires_s,
+                HttpMethod="GET",
+            )
+        )
