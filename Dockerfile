@@ -22,8 +22,8 @@
 #   cli-runtime        + the data folder (PZONE_DATA_DIR, the working directory) of migrations, ingest and the API.
 #   model-runtime      + what the model tier's two targets share: the Bento's environment, port, health check.
 #   pzone-<image>      the targets: each adds its environment, labels, settings, health check and command.
-# Each image holds its own package(s) and pzone-core, nothing of another image (tests/test_container_images.py builds
-# the environments and checks). Settings come from PZONE_* variables at run time: no secret is baked in.
+# Each image holds its own package(s) and pzone-core, nothing of another image (tests/deploy/test_container_images.py
+# builds the environments and checks). Settings come from PZONE_* variables at run time: no secret is baked in.
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
@@ -207,8 +207,8 @@ CMD ["sh", "-c", "mkdir -p /var/lib/pzone/project && cp -R /opt/pzone/project/. 
 # generated image adds build-essential and git. These targets are equivalent in what they serve and install exactly
 # the Bento's Python packages: the `python.packages` of bentofile.yaml plus bentoml at the version of uv.lock, and
 # every transitive dependency at its uv.lock version (uv.lock as constraints). No pzone-core database stack, no torch.
-# tests/test_container_images.py checks the list against bentofile.yaml and the lock, builds this very environment
-# and runs `bentoml serve` from it.
+# tests/deploy/test_container_images.py checks the list against bentofile.yaml and the lock, builds this very
+# environment and runs `bentoml serve` from it.
 #
 # Two targets on one model runtime:
 #   pzone-model: the Bento's source (the files bentofile.yaml includes, BENTO_SOURCES in
@@ -253,6 +253,7 @@ CMD ["bentoml", "serve", "/app/bento", "--host", "0.0.0.0", "--port", "3000"]
 
 FROM model-runtime AS pzone-model
 COPY serving/model/src/pzone_model /app/src/pzone_model
-COPY core/src/pzone/__init__.py core/src/pzone/settings.py core/src/pzone/tilt.py core/src/pzone/preprocess.py /app/src/pzone/
+COPY core/src/pzone/__init__.py core/src/pzone/settings.py core/src/pzone/tilt.py core/src/pzone/preprocess.py \
+     core/src/pzone/tier_contract.py /app/src/pzone/
 WORKDIR /app/src
 CMD ["bentoml", "serve", "pzone_model.service:PZoneTilt", "--host", "0.0.0.0", "--port", "3000"]

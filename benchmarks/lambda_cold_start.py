@@ -5,7 +5,7 @@ Lambda unpacks the zip into a read-only /var/task, so Python cannot write the by
 again. ``ingest_lambda/build_zip.py`` therefore ships unchecked-hash bytecode. This measures what that buys:
 
 1. build the zip once with ``build_zip.build`` (the real build);
-2. unpack it twice: as built, and with every ``__pycache__`` removed (what the zip held before);
+2. unpack it twice: as built, and with every ``__pycache__`` removed (a zip of sources only);
 3. alternate fresh interpreters (``python -I``-like: an empty environment, ``PYTHONDONTWRITEBYTECODE=1`` standing in
    for the read-only file system, only the unpacked folder on ``PYTHONPATH``) timing ``import
    pzone_ingest.handler``, the work a cold start does before the first event (the database connection excluded).

@@ -54,6 +54,16 @@ from fastapi import FastAPI, File, UploadFile  # noqa: E402
 
 from benchmarks.lean_http import Connection, HTTPError, Pool, Response, encode_post  # noqa: E402
 from pzone.preprocess import model_input_bmp  # noqa: E402
+from pzone.tier_contract import (  # noqa: E402
+    CLASSIFY_PATH,
+    ERROR,
+    IMAGES_FIELD,
+    LABEL,
+    answer,
+    image_kind,
+    result_item,
+)
+from pzone_model import serve_command  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 ARCH = "tiny_cnn"
@@ -130,19 +140,14 @@ def naive_app() -> FastAPI:
     size, classes = int(meta["image_size"]), list(meta["classes"])
     app = FastAPI()
 
-    @app.post("/classify")
-    def classify(images: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
-        square = load_square(images.file, size)
+    @app.post(CLASSIFY_PATH)
+    def classify(image: UploadFile = File(..., alias=IMAGES_FIELD)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
+        square = load_square(image.file, size)
         probs = predict(model, square[None], flip_tta=True)[0]
-        return {
-            "results": [
-                {
-                    "label": classes[int(np.argmax(probs))],
-                    "probs": {c: float(p) for c, p in zip(classes, probs, strict=True)},
-                    "model_version": "naive",
-                }
-            ]
-        }
+        label = classes[int(np.argmax(probs))]
+        return answer(
+            [result_item(label, {c: float(p) for c, p in zip(classes, probs, strict=True)}, "naive")]
+        )
 
     @app.get("/readyz")
     def ready() -> dict[str, bool]:
@@ -210,7 +215,7 @@ class Body:
 
 
 def multipart_bodies(photos: Sequence[bytes], per_request: int = 1) -> list[Body]:
-    """Pre-encoded multipart bodies of ``per_request`` images each (field ``images``, as the API's client sends),
+    """Pre-encoded multipart bodies of ``per_request`` images each (as the API's client sends them),
     one starting at each image: the load generator only writes bytes."""
     out = []
     for first in range(len(photos)):
@@ -218,10 +223,11 @@ def multipart_bodies(photos: Sequence[bytes], per_request: int = 1) -> list[Body
         content = b""
         for j in range(per_request):
             index = (first + j) % len(photos)
-            kind = "bmp" if photos[index].startswith(b"BM") else "jpeg"
+            kind = image_kind(photos[index])
             content += (
                 (
-                    f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{index}.{kind}"\r\n'
+                    f"--{boundary}\r\nContent-Disposition: form-data; "
+                    f'name="{IMAGES_FIELD}"; filename="{index}.{kind}"\r\n'
                     f"Content-Type: image/{kind}\r\n\r\n"
                 ).encode()
                 + photos[index]
@@ -320,7 +326,7 @@ def wait_ready(server: Server, timeout: float = 90.0) -> None:
 def servers(prepared: Prepared, threads: int, workers: int, workdir: Path) -> Iterator[tuple[Server, Server]]:
     tier = start_process(
         "tier",
-        [sys.executable, "-m", "bentoml", "serve", "pzone_model.service:PZoneTilt"],
+        serve_command(),
         {
             "BENTOML_HOME": str(prepared.bentoml_home),
             "BENTOML_DO_NOT_TRACK": "True",
@@ -569,7 +575,8 @@ class LoadResult:
         }
 
 
-LABEL, ERROR = b'"label"', b'"error"'
+# What an answer's body holds for a verdict and for a refused item: its key, quoted.
+LABEL_KEY, ERROR_KEY = f'"{LABEL}"'.encode(), f'"{ERROR}"'.encode()
 
 
 def _ok(response: Response, expect: bytes) -> bool:
@@ -579,7 +586,7 @@ def _ok(response: Response, expect: bytes) -> bool:
 
 def raw_requests(server: Server, bodies: Sequence[Body]) -> list[bytes]:
     """Each body as a whole ``POST /classify`` request to ``server``, encoded once."""
-    return [encode_post(server.host, "/classify", body.content, body.headers) for body in bodies]
+    return [encode_post(server.host, CLASSIFY_PATH, body.content, body.headers) for body in bodies]
 
 
 def _busy(times: Any) -> float:
@@ -620,7 +627,7 @@ async def closed_loop(
     concurrency: int,
     warmup: float,
     seconds: float,
-    expect: bytes = LABEL,
+    expect: bytes = LABEL_KEY,
 ) -> LoadResult:
     """``concurrency`` workers, each with its own connection, each sending its next request when the last one is
     answered."""
@@ -697,7 +704,7 @@ async def open_loop(
     async def one(index: int, scheduled: float, counted: bool) -> None:
         body = bodies[index]
         try:
-            ok = _ok(await pool.request(requests[index]), LABEL)
+            ok = _ok(await pool.request(requests[index]), LABEL_KEY)
         except (HTTPError, OSError):
             ok = False
         if counted:
@@ -796,9 +803,9 @@ def tier_extras_section(
 
     async def go() -> None:
         for name, bodies, expect in (
-            ("multi_image", multi, LABEL),
-            ("refused_item", junk, ERROR),
-            ("photo_input", whole, LABEL),
+            ("multi_image", multi, LABEL_KEY),
+            ("refused_item", junk, ERROR_KEY),
+            ("photo_input", whole, LABEL_KEY),
         ):
             row = (await closed_loop(tier, bodies, level, warmup, seconds, expect)).summary()
             row.update(concurrency=level, images_per_request=bodies[0].images)
@@ -926,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         prepared = prepare_model(workdir)
         photos = render_photos(int(preset["photos"]))
-        # What the web front sends for each photo (pzone_api.verdicts.classify_photos).
+        # What the web front sends for each photo (pzone_api.model_tier_client.classify_photos).
         inputs = [model_input_bmp(io.BytesIO(photo), IMAGE_SIZE) for photo in photos]
         bodies = multipart_bodies(inputs)
         results["photo_kb"] = round(statistics.mean(len(p) for p in photos) / 1e3, 1)

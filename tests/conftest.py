@@ -1,4 +1,5 @@
-"""Shared fixtures: fresh databases on the shared PostgreSQL, SQLite files, and private Mosquitto brokers."""
+"""Fixtures of several folders' tests: fresh databases on the shared PostgreSQL, SQLite files, an engine on either,
+private Mosquitto brokers and the moto S3 server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
 from tests.support.s3 import AWS_ENV_TO_CLEAR, FAKE_AWS_ENV, MotoServer
 from tests.support.services import MosquittoBroker, create_database, drop_database
@@ -34,6 +37,14 @@ def sqlite_url(tmp_path: Path) -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """Both dialects the schema supports."""
     return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The project's engine on ``db_url`` (both dialects), disposed after the test."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture

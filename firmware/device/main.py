@@ -16,11 +16,12 @@ def safe_mode():
 
 def main():
     from pzone_firmware import app, hal_micropython
+    from pzone_firmware.config import ConfigError, load_config
 
     storage = hal_micropython.FlashStorage()
     try:
-        config = app.load_config(storage)
-    except app.ConfigError as exc:
+        config = load_config(storage)
+    except ConfigError as exc:
         # A broken config will not fix itself: stay at the REPL instead of reboot-looping.
         print("CONFIG ERROR:", exc)
         return

@@ -31,12 +31,12 @@ from fastapi import FastAPI
 from pzone_api.main import create_app
 from pzone_api.security import PasswordHashing
 from pzone_api.settings import Settings
+from tests.support.paths import REPO
 from tests.support.services import free_port, wait_port
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-REPO = Path(__file__).resolve().parents[2]
 
 TEST_REDIS_URL = os.environ.get("PZONE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CSRF_HEADER = "X-CSRF-Token"

@@ -1,7 +1,9 @@
-"""Run ingest workers for tests (in a thread or as a real ``pzone ingest`` process) and audit what was stored."""
+"""Run ingest workers for tests (in a thread or as a real ``pzone ingest`` process), make the events the IoT rule
+delivers, and audit what was stored."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -10,15 +12,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, func, select, text
 
 from pzone_ingest.mqtt_worker import IngestWorker
 from pzone_ingest.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def worker_settings(
@@ -147,3 +147,25 @@ def expected_from(messages: list[Any]) -> dict[str, set[int]]:
         body = json.loads(message.payload)
         out.setdefault(body["device_id"], set()).add(body["seq"])
     return out
+
+
+def iot_event(device: str, seq: int, tilt: float = 2.0, zone: str = "zone-1", **extra: Any) -> dict[str, Any]:
+    """What the IoT rule SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at yields."""
+    rad = math.radians(tilt)
+    now = time.time()
+    body = {
+        "v": 1,
+        "device_id": device,
+        "seq": seq,
+        "ts": now,
+        "ax": math.sin(rad),
+        "ay": 0.0,
+        "az": math.cos(rad),
+    }
+    body.update(battery=77, zone_id=zone, received_at=int(now * 1000), **extra)
+    return body
+
+
+def count(engine: Engine, model: Any, *where: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model).where(*where)).scalar_one())

@@ -1,8 +1,7 @@
-"""A stand-in for the model tier (its real BentoML service comes with a later issue), speaking the same contract.
+"""A stand-in for the model tier, speaking its contract (:mod:`pzone.tier_contract`) without a model.
 
-``POST /classify`` with multipart ``images`` → ``{"results": [{"label", "probs", "model_version"[, "image_size"]},
-...]}``. It keeps the images of each request, and can be stopped and started on the same port to test the front's
-"pending, then filled in" behaviour.
+It answers every image of ``POST /classify`` with one verdict, keeps the images of each request, and can be stopped
+and started on the same port to test the front's "pending, then filled in" behaviour.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from pzone.tier_contract import CLASSIFY_PATH, IMAGES_FIELD, answer, result_item
 from pzone.tilt import TILT_CLASSES
 from tests.support.services import free_port
 
@@ -21,7 +21,7 @@ MODEL_VERSION = "stand-in-1"
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        if self.path != "/classify":
+        if self.path != CLASSIFY_PATH:
             self.send_error(404)
             return
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -31,19 +31,16 @@ class _Handler(BaseHTTPRequestHandler):
         images = [
             part
             for part in message.iter_parts()
-            if part.get_param("name", header="content-disposition") == "images"
+            if part.get_param("name", header="content-disposition") == IMAGES_FIELD
         ]
         self.server.requests += 1  # type: ignore[attr-defined]
         stand_in: ModelTierStandIn = self.server.stand_in  # type: ignore[attr-defined]
         stand_in.received.append([part.get_payload(decode=True) for part in images])
-        results: list[dict[str, object]] = [
-            {"label": stand_in.label, "probs": stand_in.probs(), "model_version": stand_in.model_version}
+        results = [
+            result_item(stand_in.label, stand_in.probs(), stand_in.model_version, stand_in.image_size)
             for _ in images
         ]
-        if stand_in.image_size is not None:
-            for result in results:
-                result["image_size"] = stand_in.image_size
-        payload = json.dumps({"results": results}).encode()
+        payload = json.dumps(answer(results)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

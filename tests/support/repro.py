@@ -15,8 +15,7 @@ import yaml
 
 from pzone_pipelines.params import load_params
 from pzone_stack import demo
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def make_project(root: Path, params: Mapping[str, Any] | None = None) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pzone.tilt import TILT_CLASSES
+from pzone_model import SERVICE, serve_command
 from tests.support.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,9 +116,13 @@ def wait_ready(
 
 
 class TierProcess:
-    """``bentoml serve`` of the model tier on a fixed port, so that it can be stopped and started again."""
+    """``bentoml serve`` of the model tier on a fixed port, so that it can be stopped and started again.
 
-    def __init__(self, bentoml_home: Path, log: Path) -> None:
+    ``target``: the service from the workspace's sources, or a built Bento's tag (served from the Bento's own
+    source folder)."""
+
+    def __init__(self, bentoml_home: Path, log: Path, target: str = SERVICE) -> None:
+        self.target = target
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -133,17 +137,7 @@ class TierProcess:
     def start(self, timeout: float = 60.0) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    "pzone_model.service:PZoneTilt",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
+                [*serve_command(self.target), "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

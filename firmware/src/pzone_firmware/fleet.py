@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pzone_firmware.app import Config, ConfigError, TiltNode, check_id
+from pzone_firmware.app import TiltNode
+from pzone_firmware.config import Config, ConfigError, check_id
 from pzone_firmware.hal_cpython import SimulatedBattery, SimulatedSensor, SystemClock, cpython_hal
 from pzone_firmware.tiltmodel import TiltModel
 

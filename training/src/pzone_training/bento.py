@@ -21,14 +21,15 @@ from typing import Any
 
 BENTOFILE = "bentofile.yaml"
 # What the Bento's source holds, relative to the repository root → inside the build context. The model tier needs
-# only these files of pzone-core (settings, the tilt classes its defaults read, the shared preprocessing), not its
-# database stack.
+# only these files of pzone-core (settings, the tilt classes its defaults read, the shared preprocessing, the HTTP
+# contract it answers), not its database stack.
 BENTO_SOURCES: tuple[tuple[str, str], ...] = (
     ("serving/model/src/pzone_model", "pzone_model"),
     ("core/src/pzone/__init__.py", "pzone/__init__.py"),
     ("core/src/pzone/settings.py", "pzone/settings.py"),
     ("core/src/pzone/tilt.py", "pzone/tilt.py"),
     ("core/src/pzone/preprocess.py", "pzone/preprocess.py"),
+    ("core/src/pzone/tier_contract.py", "pzone/tier_contract.py"),
 )
 
 

@@ -1,6 +1,6 @@
 """What every package's commands share: the console, error exits, settings from the environment, stop signals.
 
-A plugin's command module imports these instead of its own copies, so that every ``pzone`` command fails the same
+Every plugin's command module imports these, so that every ``pzone`` command fails the same
 way (``error: ...`` and exit code 2 for what the user can fix) and stops the same way on SIGTERM/SIGINT.
 """
 

@@ -18,7 +18,7 @@ class _Presigner:
     key) gives the base URL (virtual-hosted or path style, the public endpoint) and the signing region and
     service; each URL after it is one SigV4 query signature with the session's current credentials (refreshed by
     botocore when they are temporary: instance, task or IRSA roles). The URLs are botocore's, byte for byte
-    (``tests/test_storage.py`` compares both at one instant).
+    (``tests/core/test_storage.py`` compares both at one instant).
     """
 
     def __init__(self, client: Any, bucket: str, session: Any) -> None:

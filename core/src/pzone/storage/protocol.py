@@ -84,7 +84,7 @@ class ObjectStream(Protocol):
 class ObjectStore(Protocol):
     """What callers may use of a store; both backends match it structurally, without inheriting from it.
 
-    ``tests/test_storage.py`` checks that each backend has every method here with the same signature, and that a
+    ``tests/core/test_storage.py`` checks that each backend has every method here with the same signature, and that a
     method both backends have is declared here.
     """
 

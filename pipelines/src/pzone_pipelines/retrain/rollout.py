@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
+
+from pzone.tier_contract import (
+    answer_results,
+    classify_url,
+    image_files,
+    item_version,
+    metrics_url,
+    serving_counts,
+)
 
 
 def probe_image() -> bytes:
@@ -23,46 +31,26 @@ def served_version(tier_url: str, timeout_s: float = 5.0) -> str | None:
     import httpx
 
     try:
-        response = httpx.post(
-            tier_url.rstrip("/") + "/classify",
-            files=[("images", ("probe.jpg", probe_image(), "image/jpeg"))],
-            timeout=timeout_s,
-        )
+        response = httpx.post(classify_url(tier_url), files=image_files([probe_image()]), timeout=timeout_s)
         response.raise_for_status()
-        version = response.json()["results"][0].get("model_version")
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return item_version(answer_results(response.json(), 1)[0])
+    except (httpx.HTTPError, ValueError):  # down, or not an answer (bad JSON included)
         return None
-    return str(version) if version else None
-
-
-SERVING_METRIC = "pzone_model_serving"
-_SERVING_SAMPLE = re.compile(
-    rf'^{SERVING_METRIC}{{(?:[^}}]*,)?model_version="((?:[^"\\]|\\.)*)"[^}}]*}} (\S+)$'
-)
 
 
 def serving_workers(tier_url: str, timeout_s: float = 5.0) -> dict[str, float] | None:
-    """How many of the tier's worker processes answer with each model version (its ``pzone_model_serving`` gauge,
-    summed over live workers by BentoML's multiprocess metrics); None when the tier is not up or has no such gauge.
+    """How many of the tier's worker processes answer with each model version (its serving gauge, summed over live
+    workers by BentoML's multiprocess metrics); None when the tier is not up or has no such gauge.
 
     One /classify probe reaches one worker; with several workers, only this says whether all of them swapped."""
     import httpx
 
     try:
-        response = httpx.get(tier_url.rstrip("/") + "/metrics", timeout=timeout_s)
+        response = httpx.get(metrics_url(tier_url), timeout=timeout_s)
         response.raise_for_status()
     except httpx.HTTPError:
         return None
-    counts: dict[str, float] = {}
-    for line in response.text.splitlines():
-        match = _SERVING_SAMPLE.match(line)
-        if match:
-            version = match[1].replace('\\"', '"').replace("\\\\", "\\")
-            try:
-                counts[version] = counts.get(version, 0.0) + float(match[2])
-            except ValueError:
-                continue
-    return counts or None
+    return serving_counts(response.text) or None
 
 
 def _rolled_out(counts: dict[str, float], version: str) -> str | None:
@@ -82,8 +70,8 @@ def wait_for_version(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> str | None:
     """Poll the tier until every worker answers with ``version`` (their watchers swap the model in); returns the
-    version it served last (``version`` on success). A tier without the ``pzone_model_serving`` gauge is asked
-    with a /classify probe."""
+    version it served last (``version`` on success). A tier without the serving gauge is asked with a /classify
+    probe."""
     deadline = time.monotonic() + timeout_s
     seen = None
     while True:

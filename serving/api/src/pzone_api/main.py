@@ -89,8 +89,8 @@ async def _retry_verdicts(app: FastAPI) -> None:
     direct uploads that never completed are completed when their bytes arrived and removed otherwise (here, not on
     every create: it keeps requests cheap), and photos whose processing job was lost (a crashed photo worker) are
     enqueued again."""
+    from pzone_api.photo_verdicts import retry_pending
     from pzone_api.processing import finish_or_purge_stale_uploads, requeue_stuck
-    from pzone_api.verdicts import retry_pending
 
     settings: Settings = app.state.settings
 

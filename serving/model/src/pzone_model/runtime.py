@@ -35,9 +35,6 @@ class BadImage(ValueError):
         self.code = code
         self.reason = reason
 
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "reason": self.reason}
-
 
 @dataclass(frozen=True)
 class ModelMeta:

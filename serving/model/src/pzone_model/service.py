@@ -1,9 +1,8 @@
 """The model tier: a BentoML service answering ``POST /classify`` with the champion tilt classifier (ONNX Runtime).
 
-Contract (the API's ``pzone_api.verdicts`` client): multipart, one or more files in the field ``images`` →
-``{"results": [{"label", "probs": {class: p}, "model_version"} | {"error": {"code", "reason"}}, ...]}`` in the order
-of the files. A bad item gets its own error and the rest are answered; only an empty batch (400), too many images
-(413) or a body that is not multipart (415/400) fail the whole request.
+The contract is :mod:`pzone.tier_contract`: multipart files in one field → one answer item per file, in their
+order. A bad item gets its own error and the rest are answered; only an empty batch (400), too many images (413) or
+a body that is not multipart (415/400) fail the whole request.
 
 Each request's images are decoded and letterboxed in a worker thread, then go through ``predict_batch`` (also a
 batchable BentoML API of its own, ``POST /predict_batch``) by way of a greedy in-process batcher, so the images of
@@ -13,10 +12,10 @@ another model, it loads that one off to the side and swaps one reference, so cal
 they started with and no request fails during a rollout.
 
 Worker processes: one per core of the CPU limit (at most 4, ``PZONE_MODEL_WORKERS``), each with its share of ONNX
-Runtime threads; each worker's watcher swaps on its own, and the ``pzone_model_serving`` gauge counts the workers per
-model version, so a caller can tell when all of them serve a new champion.
+Runtime threads; each worker's watcher swaps on its own, and the serving gauge counts the workers per model version,
+so a caller can tell when all of them serve a new champion.
 
-Run: ``bentoml serve pzone_model.service:PZoneTilt`` (a built Bento: ``bentoml serve pzone-tilt-service:latest``).
+Run: ``bentoml serve`` of :data:`pzone_model.SERVICE` (a built Bento: ``bentoml serve pzone-tilt-service:latest``).
 """
 
 from __future__ import annotations
@@ -41,6 +40,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pzone.tier_contract import (
+    CLASSIFY_PATH,
+    IMAGES_FIELD,
+    SERVING_LABEL,
+    SERVING_METRIC,
+    answer,
+    error_item,
+    result_item,
+)
 from pzone_model.runtime import (
     BadImage,
     LoadedModel,
@@ -90,9 +98,9 @@ def metrics() -> Metrics:
         # Each worker holds 1 for the version it answers with; /metrics sums the live workers, so a rollout is
         # complete when the new version's count is the worker count and every other version's is 0.
         serving=Gauge(
-            "pzone_model_serving",
+            SERVING_METRIC,
             "Worker processes answering with each model version",
-            ["model_version"],
+            [SERVING_LABEL],
             multiprocess_mode="livesum",
         ),
     )
@@ -100,7 +108,7 @@ def metrics() -> Metrics:
 
 def forget_dead_workers() -> None:
     """Remove the live-gauge files of worker processes that are gone: a worker that crashed never marked itself dead,
-    and its last ``pzone_model_serving`` value would otherwise count (as a worker on an old model) forever."""
+    and its last serving-gauge value would otherwise count (as a worker on an old model) forever."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         return
@@ -129,7 +137,7 @@ def tracing_config() -> dict[str, Any]:
     (BentoML's default sample rate is 0), about half of a single-image request's own cost; the rest of the
     endpoints (health, metrics, predict_batch) keep it. Read when the class below is defined, as ``workers``.
     """
-    return {} if Settings().model_trace_classify else {"excluded_urls": "classify"}
+    return {} if Settings().model_trace_classify else {"excluded_urls": CLASSIFY_PATH.lstrip("/")}
 
 
 def configured_workers() -> int:
@@ -183,7 +191,7 @@ class Batcher:
 
 
 def error_response(status: int, code: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "reason": reason}}, status_code=status)
+    return JSONResponse(error_item(code, reason), status_code=status)
 
 
 async def _classify_route(request: Request) -> JSONResponse:
@@ -191,7 +199,7 @@ async def _classify_route(request: Request) -> JSONResponse:
     return await service.classify(request)
 
 
-classify_app = Starlette(routes=[Route("/classify", _classify_route, methods=["POST"])])
+classify_app = Starlette(routes=[Route(CLASSIFY_PATH, _classify_route, methods=["POST"])])
 
 
 @bentoml.asgi_app(classify_app, path="/")
@@ -292,14 +300,9 @@ class PZoneTilt:
         for row in probs:
             label = classes[int(np.argmax(row))]
             counts[label] = counts.get(label, 0) + 1
-            results.append(
-                {
-                    "label": label,
-                    "probs": {c: float(p) for c, p in zip(classes, row, strict=True)},
-                    "model_version": model.version,
-                    "image_size": model.meta.image_size,  # its input side: a client sends squares of it
-                }
-            )
+            probs_of = {c: float(p) for c, p in zip(classes, row, strict=True)}
+            # Its input side goes with every verdict: a client sends squares of it.
+            results.append(result_item(label, probs_of, model.version, model.meta.image_size))
         for label, count in counts.items():  # one metric update per label and batch, not per image
             metrics().predictions.labels(label=label, model_version=model.version).inc(count)
         return results
@@ -345,7 +348,7 @@ class PZoneTilt:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             return error_response(
-                415, "unsupported_media_type", "send multipart/form-data with files in `images`"
+                415, "unsupported_media_type", f"send multipart/form-data with files in `{IMAGES_FIELD}`"
             )
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit * (max_bytes + 4096):
@@ -355,15 +358,15 @@ class PZoneTilt:
         except Exception as exc:  # Starlette raises its own HTTP/multipart errors for a malformed body
             return error_response(400, "bad_form", f"the multipart body could not be parsed: {exc}")
         try:
-            fields = form.getlist("images")
+            fields = form.getlist(IMAGES_FIELD)
             if not fields:
-                return error_response(400, "empty_batch", "no file in the `images` field")
+                return error_response(400, "empty_batch", f"no file in the `{IMAGES_FIELD}` field")
             if len(fields) > limit:
                 return error_response(413, "too_many_images", f"at most {limit} images per request")
             raw: list[bytes | BadImage] = []
             for field in fields:
                 if not isinstance(field, UploadFile):
-                    raw.append(BadImage("not_a_file", "`images` items must be files"))
+                    raw.append(BadImage("not_a_file", f"`{IMAGES_FIELD}` items must be files"))
                 elif field.size is not None and field.size > max_bytes:
                     raw.append(BadImage("too_large", f"over the limit of {max_bytes} bytes"))
                 else:
@@ -384,7 +387,7 @@ class PZoneTilt:
         for img in decoded:
             if isinstance(img, BadImage):
                 metrics().rejected.labels(code=img.code).inc()
-                results.append({"error": img.as_dict()})
+                results.append(error_item(img.code, img.reason))
             else:
                 results.append(next(predictions))
-        return JSONResponse({"results": results})
+        return JSONResponse(answer(results))

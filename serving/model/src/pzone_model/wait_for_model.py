@@ -22,13 +22,19 @@ logger = logging.getLogger("pzone.model.wait")
 
 
 def find_model(tag: str) -> str | None:
-    """The full tag the store resolves ``tag`` to, or None while it holds no such model."""
+    """The full tag the store resolves ``tag`` to, or None while it holds no such model yet.
+
+    The trainer imports a model into the same store while this polls it: a model folder whose ``model.yaml`` is not
+    written yet makes BentoML refuse the whole listing, which means "not yet", not "broken"."""
     import bentoml
-    from bentoml.exceptions import NotFound
+    from bentoml.exceptions import BentoMLException, NotFound
 
     try:
         return str(bentoml.models.get(tag).tag)
     except NotFound:
+        return None
+    except BentoMLException as exc:
+        logger.debug("the model store is being written (%s); looking again", exc)
         return None
 
 

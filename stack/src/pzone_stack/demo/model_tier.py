@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-SERVE = (sys.executable, "-m", "bentoml", "serve", "pzone_model.service:PZoneTilt")
+from pzone_model import serve_command
 
 
 class ModelTier:
-    """`bentoml serve pzone_model.service:PZoneTilt` in its own process group (stopped as a whole)."""
+    """`bentoml serve` of the model tier's service (:data:`pzone_model.SERVICE`) in its own process group (stopped
+    as a whole)."""
 
     def __init__(self, port: int, env: Mapping[str, str], log_path: Path) -> None:
         self.port = port
@@ -24,7 +24,7 @@ class ModelTier:
     def start(self) -> None:
         log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*SERVE, "--host", "127.0.0.1", "--port", str(self.port)],
+            [*serve_command(), "--host", "127.0.0.1", "--port", str(self.port)],
             env=self._env,
             cwd=self.log_path.parent,
             stdout=log_file,

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pzone_pipelines.params import PARAMS_FILE, load_params
+
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(dict(base))
@@ -50,7 +52,7 @@ def make_project(repo: Path, root: Path, overrides: Mapping[str, Any]) -> Path:
                 )
             elif source.is_file():
                 shutil.copy(source, target)
-    params = merge(yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")), overrides)
+    params = merge(load_params(repo / PARAMS_FILE), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     for args in (("init", "--no-scm", "-q", "-f"), ("config", "core.analytics", "false")):
         subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, check=True, capture_output=True)

@@ -36,7 +36,9 @@ from pzone.storage import ObjectStore, content_addressed_key
 from pzone.telemetry import derive_angles
 from pzone.tilt import FALLEN_MIN_DEG, UPRIGHT_MAX_DEG, classify_tilt
 from pzone_api.intake import DERIVATIVE_SIZES
-from pzone_stack.photosim.render import draw, encode_jpeg, lean_of, sample_params
+from pzone_stack.photosim.params import sample_params
+from pzone_stack.photosim.render import encode_jpeg, lean_of
+from pzone_stack.photosim.scene import draw
 
 NO_LOGIN_HASH = "!seeded: no password"  # not an argon2 hash: verifying any password against it fails
 

@@ -4,7 +4,7 @@
 import { ApiError } from "./api.js";
 
 // The tilt classes (pzone.tilt.TiltState), each with its pill and dot colour in app.css. The UI's one spelling of
-// them: tests/test_ui_static.py checks it against the Python definition and that no other script repeats it.
+// them: tests/api/test_ui_static.py checks it against the Python definition and that no other script repeats it.
 export const TILT_STATES = ["upright", "tilted", "fallen"];
 // A photo's verdict before the model has answered; it has a pill colour of its own.
 const PENDING = "pending";

@@ -1,0 +1,2 @@
+"""Fixtures of the tests of the benchmarks' helpers (``benchmarks/``): none beyond tests/conftest.py's yet;
+one that two modules here need goes here."""
