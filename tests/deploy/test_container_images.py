@@ -1,8 +1,8 @@
-"""The container images without a container engine: the Dockerfiles, .dockerignore and docker-compose.yml.
+"""The container images without a container engine: the Dockerfiles and .dockerignore (compose: test_compose.py).
 
 * hadolint (failure threshold "warning") passes on every Dockerfile, and fails a deliberately bad one;
-* a policy check over every Dockerfile (parsed here): non-root numeric USER where it runs, pinned base images,
-  multi-stage Python images with one Python base, HEALTHCHECK in the long-running images, OCI labels, no ENV/ARG that
+* a policy check over every Dockerfile (parsed by tests.support.dockerfile): non-root numeric USER where it runs,
+  pinned base images, multi-stage Python images with one Python base, HEALTHCHECK in the long-running images, OCI labels, no ENV/ARG that
   looks like a secret; it reports the bad Dockerfile too, so it can fail;
 * every image is the target of its name, and the Python images share one builder base (uv and the workspace's
   metadata, every pyproject.toml of the repository) and one runtime base (the user); each target runs with the
@@ -13,9 +13,6 @@
   ingest image), and each image's CMD runs from it (`pzone db upgrade` for real, the model tier's `bentoml serve` for
   real on a tiny model); the trainer's plan, project copy and no-Git DVC are checked;
 * every file the Dockerfiles copy exists and is not excluded by .dockerignore; secrets are;
-* docker-compose.yml (`docker compose` is not installed here): every service has a pinned image or a build whose
-  Dockerfile exists, health checks on the long-running ones, depends_on conditions that make sense, migrations before
-  the apps, no secret literals, and every variable it needs is in deploy/compose/example.env with a fake value.
 """
 
 from __future__ import annotations
@@ -29,14 +26,29 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from tests.support.dockerfile import (
+    COMMANDS,
+    DOCKERFILES,
+    IMAGES,
+    LONG_RUNNING,
+    PYTHON_IMAGES,
+    SECRET_NAME,
+    URL_WITH_PASSWORD,
+    Built,
+    Dockerfile,
+    command_of,
+    env_pairs,
+    is_pinned,
+    parse_dockerfile,
+    resolve,
+    run_stage,
+)
 from tests.support.paths import REPO
 from tests.support.services import free_port
 
@@ -45,38 +57,6 @@ pytestmark = pytest.mark.unit
 BIN = Path(sys.executable).parent
 HADOLINT = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
 
-DOCKERFILE = REPO / "Dockerfile"
-# Every image is the target of its name: the Python images in the repository's Dockerfile, the web front (nginx) in
-# its own. pzone-model-bento is the model tier with one Bento baked in (image pzone-model, another tag).
-IMAGES: dict[str, Path] = {
-    "pzone-front": REPO / "serving" / "front" / "Dockerfile",
-    "pzone-api": DOCKERFILE,
-    "pzone-model": DOCKERFILE,
-    "pzone-model-bento": DOCKERFILE,
-    "pzone-ingest": DOCKERFILE,
-    "pzone-trainer": DOCKERFILE,
-    "pzone-migrations": DOCKERFILE,
-}
-DOCKERFILES = sorted(set(IMAGES.values()))
-LONG_RUNNING = {"pzone-front", "pzone-api", "pzone-model", "pzone-model-bento", "pzone-ingest"}
-PYTHON_IMAGES = set(IMAGES) - {"pzone-front"}
-# The container commands of the deployment contract (each target's CMD).
-COMMANDS: dict[str, list[str]] = {
-    "pzone-front": ["nginx", "-g", "daemon off;"],
-    "pzone-api": ["pzone", "api", "--host", "0.0.0.0", "--port", "8000"],
-    "pzone-model": [
-        "bentoml",
-        "serve",
-        "pzone_model.service:PZoneTilt",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "3000",
-    ],
-    "pzone-model-bento": ["bentoml", "serve", "/app/bento", "--host", "0.0.0.0", "--port", "3000"],
-    "pzone-ingest": ["pzone", "ingest"],
-    "pzone-migrations": ["pzone", "db", "upgrade"],
-}
 # What each image installs of the workspace: its own package(s) and pzone-core, nothing of another image. The model
 # tier installs none: the Bento's sources are copied beside the Bento's packages.
 WORKSPACE_PACKAGES: dict[str, set[str]] = {
@@ -143,174 +123,6 @@ RUN pip install -r /app/requirements.txt
 USER root
 CMD ["python", "/app/main.py"]
 """
-
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
-URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
-
-
-# --- a small Dockerfile parser ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Instruction:
-    keyword: str
-    value: str
-    line: int
-
-
-@dataclass
-class Stage:
-    image: str
-    name: str | None
-    line: int
-    instructions: list[Instruction] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[Instruction]:
-        return [i for i in self.instructions if i.keyword == keyword]
-
-
-@dataclass
-class Dockerfile:
-    path: Path
-    args: dict[str, str]  # global ARGs (before the first FROM) and their defaults
-    stages: list[Stage]
-
-    def stage(self, name: str) -> Stage:
-        return next(s for s in self.stages if s.name == name)
-
-    def parent(self, stage: Stage) -> Stage | None:
-        return next((s for s in self.stages if s.name and s.name == stage.image), None)
-
-    def chain(self, stage: Stage) -> list[Stage]:
-        """The stage and its parent stages, the farthest first."""
-        parent = self.parent(stage)
-        return [*(self.chain(parent) if parent is not None else []), stage]
-
-    def venv_builder(self, stage: Stage) -> Stage:
-        """The stage whose environment (/app/.venv) this stage copies."""
-        (source,) = [
-            words[0].removeprefix("--from=")
-            for copy in self.copies(stage)
-            if (words := copy.value.split())[0].startswith("--from=")
-            and words[1:] == ["/app/.venv", "/app/.venv"]
-        ]
-        return self.stage(source)
-
-    def effective(self, stage: Stage, keyword: str) -> Instruction | None:
-        """The last `keyword` instruction in force in this stage (inherited from a parent stage)."""
-        current: Stage | None = stage
-        while current is not None:
-            found = current.all(keyword)
-            if found:
-                return found[-1]
-            current = self.parent(current)
-        return None
-
-    def labels(self, stage: Stage) -> dict[str, str]:
-        chain: list[Stage] = []
-        current: Stage | None = stage
-        while current is not None:
-            chain.insert(0, current)
-            current = self.parent(current)
-        labels: dict[str, str] = {}
-        for s in chain:
-            for label in s.all("LABEL"):
-                for pair in shlex.split(label.value):
-                    key, _, value = pair.partition("=")
-                    labels[key] = value
-        return labels
-
-    def environment(self, stage: Stage) -> dict[str, str]:
-        """The ENV in force in a stage (its parent stages' first)."""
-        parent = self.parent(stage)
-        env = self.environment(parent) if parent is not None else {}
-        for instruction in stage.all("ENV"):
-            env.update(env_pairs(instruction.value))
-        return env
-
-    def base_image(self, stage: Stage) -> str:
-        """The external image a stage starts from (through its parent stages)."""
-        parent = self.parent(stage)
-        return self.base_image(parent) if parent is not None else resolve(stage.image, self.args)
-
-    def copies(self, stage: Stage) -> list[Instruction]:
-        """The COPY instructions that made this stage, its parent stages' first."""
-        found: list[Instruction] = []
-        current: Stage | None = stage
-        while current is not None:
-            found = current.all("COPY") + found
-            current = self.parent(current)
-        return found
-
-    def runnable(self) -> list[Stage]:
-        """The stages that are images someone runs: the last one and every stage with a CMD or ENTRYPOINT."""
-        return [
-            s
-            for s in self.stages
-            if s is self.stages[-1] or self.effective(s, "CMD") or self.effective(s, "ENTRYPOINT")
-        ]
-
-
-def logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Instructions as one line each: comments dropped (also inside continuations), continuations joined."""
-    buffer, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not buffer:
-            start = number
-        if line.endswith("\\"):
-            buffer += line[:-1] + " "
-            continue
-        yield start, buffer + line
-        buffer = ""
-    if buffer:
-        yield start, buffer
-
-
-def parse_dockerfile(path: Path, text: str | None = None) -> Dockerfile:
-    args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for line, content in logical_lines(path.read_text() if text is None else text):
-        keyword, _, value = content.partition(" ")
-        keyword, value = keyword.upper(), value.strip()
-        if keyword == "FROM":
-            words = [w for w in value.split() if not w.startswith("--")]
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(words[0], name, line))
-        elif not stages:
-            if keyword == "ARG":
-                key, _, default = value.partition("=")
-                args[key] = default
-        else:
-            stages[-1].instructions.append(Instruction(keyword, value, line))
-    return Dockerfile(path, args, stages)
-
-
-def command_of(instruction: Instruction) -> list[str]:
-    value = instruction.value
-    if value.startswith("["):
-        return list(json.loads(value))
-    return ["/bin/sh", "-c", value]
-
-
-def env_pairs(value: str) -> dict[str, str]:
-    words = shlex.split(value)
-    if words and "=" not in words[0]:  # legacy form: ENV KEY value...
-        return {words[0]: " ".join(words[1:])}
-    return dict(w.partition("=")[::2] for w in words)
-
-
-def resolve(image: str, args: dict[str, str]) -> str:
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), image)
-
-
-def is_pinned(image: str) -> bool:
-    if "@sha256:" in image:
-        return True
-    name, _, tag = image.rpartition(":")
-    return bool(name) and "/" not in tag and tag not in ("", "latest") and "$" not in image
 
 
 def policy_problems(dockerfile: Dockerfile, *, long_running: bool | set[str], python: bool) -> list[str]:
@@ -587,109 +399,6 @@ def test_the_trainer_image_holds_every_source_its_pipeline_depends_on(
         assert needed in baked
 
 
-# --- the builder stages, run here ---------------------------------------------------------------------------------
-
-
-def _map_paths(text: str, mapping: dict[str, Path]) -> str:
-    """The container's paths in `text` replaced by local ones, in one pass (a replacement is never replaced again)."""
-    pattern = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
-    return re.sub(
-        pattern, lambda m: str(mapping[m.group(0)]) + ("/" if m.group(0).endswith("/") else ""), text
-    )
-
-
-def _copy_into(copy: Instruction, root: Path, workdir: str) -> None:
-    """COPY from the build context (the repository) into `root` (the container's /), Docker's semantics."""
-    *sources, dest = shlex.split(copy.value)
-    target = root / (dest if dest.startswith("/") else f"{workdir}/{dest}").lstrip("/")
-    for source in sources:
-        path = REPO / source
-        if path.is_dir():
-            shutil.copytree(path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-        elif dest.endswith("/") or len(sources) > 1:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / path.name)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-
-
-def _expand(value: str, env: dict[str, str]) -> str:
-    """$NAME and ${NAME} in an ENV value, from the ENV before it (else this machine's, as the base image's)."""
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), os.environ.get(m.group(1), "")), value)
-
-
-def run_stage(dockerfile: Dockerfile, stage: Stage, root: Path, *, run: str = r"\Auv ") -> None:
-    """Run one stage's COPY (from the context) and RUN lines here, its parent stages' first, with the container's
-    paths under `root`.
-
-    Only the RUN lines matching `run` are run (by default the builders' uv commands): never a line that would touch
-    this machine's users or system folders. RUN cache mounts are dropped (uv uses this machine's cache).
-    """
-    mapping = {"/app": root / "app", "/src": root / "src", "/tmp/": root / "tmp", "/opt": root / "opt"}
-    (root / "tmp").mkdir(parents=True, exist_ok=True)
-    env: dict[str, str] = {}
-    workdir = "/"
-    for instruction in [i for s in dockerfile.chain(stage) for i in s.instructions]:
-        if instruction.keyword == "WORKDIR":
-            workdir = instruction.value
-            (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        elif instruction.keyword == "ENV":
-            for key, value in env_pairs(instruction.value).items():
-                env[key] = _expand(_map_paths(value, mapping), env)
-        elif instruction.keyword == "COPY" and not instruction.value.startswith("--from"):
-            _copy_into(instruction, root, workdir)
-        elif instruction.keyword == "RUN":
-            script = re.sub(r"^(--\S+\s+)+", "", instruction.value)
-            if not re.search(run, script):
-                continue
-            assert not re.search(r"useradd|groupadd|apt-get|chown|install -d", script), script
-            run_env = {
-                **os.environ,
-                **env,
-                "UV_PYTHON": sys.executable,  # the image's /usr/local/bin/python3.11
-                "UV_COMPILE_BYTECODE": "0",  # faster here; the image compiles
-                "VIRTUAL_ENV": "",
-            }
-            result = subprocess.run(
-                ["sh", "-c", _map_paths(script, mapping)],
-                cwd=root / workdir.lstrip("/"),
-                env=run_env,
-                capture_output=True,
-                text=True,
-                timeout=240,
-            )
-            assert result.returncode == 0, (
-                f"{dockerfile.path}:{instruction.line}\n{result.stdout}\n{result.stderr}"
-            )
-
-
-@dataclass
-class Built:
-    root: Path
-    venv: Path
-
-    def installed(self) -> set[str]:
-        site = next((self.venv / "lib").glob("python3*/site-packages"))
-        return {re.sub(r"[-_.]+", "-", p.name.split("-")[0]).lower() for p in site.glob("*.dist-info")}
-
-    def run(
-        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """A command as the image runs it: the venv's scripts first on PATH, settings from `env` only."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("PZONE_", "AWS_", "VIRTUAL_ENV"))}
-        base["PATH"] = f"{self.venv / 'bin'}{os.pathsep}/usr/bin:/bin"
-        base["COLUMNS"] = "200"
-        return subprocess.run(
-            list(args),
-            env={**base, **(env or {})},
-            cwd=cwd or self.root,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-
 @pytest.fixture(scope="module")
 def built(
     dockerfiles: dict[str, Dockerfile], tmp_path_factory: pytest.TempPathFactory
@@ -725,6 +434,23 @@ def test_the_api_image_runs_its_commands(built: dict[str, Built]) -> None:
     for command in (COMMANDS["pzone-api"], ["pzone", "photos", "worker"]):
         result = built["pzone-api"].run(*command, "--help")
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The `pzone` command each image has: core's own commands plus its packages' plugins, and no other package's.
+IMAGE_COMMANDS = {
+    "pzone-migrations": {"db", "logs"},
+    "pzone-ingest": {"db", "logs", "ingest"},
+    "pzone-api": {"db", "logs", "api", "user", "photos"},
+}
+
+
+@pytest.mark.parametrize("image", sorted(IMAGE_COMMANDS))
+def test_each_image_has_exactly_its_packages_commands(image: str, built: dict[str, Built]) -> None:
+    result = built[image].run("pzone", "--help")
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = set(re.findall(r"^│ (\w[\w-]*)\s", result.stdout.split("Commands")[1], re.M))
+    assert listed == IMAGE_COMMANDS[image]
+    assert "unavailable" not in result.stderr  # every plugin the image holds loads
 
 
 def test_the_migrations_image_upgrades_a_database(built: dict[str, Built], tmp_path: Path) -> None:
@@ -947,157 +673,3 @@ def test_every_copied_file_is_in_the_context_and_secrets_are_not(dockerfiles: di
         assert excluded(secret, rules), secret
     for ballast in (".venv/bin/python", "tests/conftest.py", "core/src/pzone/__pycache__/x.pyc", "build/x"):
         assert excluded(ballast, rules), ballast
-
-
-# --- docker-compose.yml -------------------------------------------------------------------------------------------
-
-COMPOSE = REPO / "docker-compose.yml"
-EXAMPLE_ENV = REPO / "deploy" / "compose" / "example.env"
-ONE_SHOT = {"migrations", "s3-init", "pzone-trainer"}
-VARIABLE = re.compile(r"\$\{(\w+)(?::?[?-][^}]*)?\}")
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(data, dict)
-    return data
-
-
-def example_env() -> dict[str, str]:
-    pairs = {}
-    for raw in EXAMPLE_ENV.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, line
-            pairs[key] = value
-    return pairs
-
-
-def test_compose_runs_the_whole_stack(compose: dict[str, Any]) -> None:
-    services = compose["services"]
-    assert set(services) >= {
-        "pzone-front",
-        "pzone-api",
-        "pzone-photo-worker",
-        "pzone-model",
-        "pzone-ingest",
-        "migrations",
-        "postgres",
-        "redis",
-        "mosquitto",
-        "s3",
-        "s3-init",
-        "mlflow",
-    }
-    for name, service in services.items():
-        image = service.get("image", "")
-        if "build" in service:
-            build = service["build"]
-            assert build["context"] == "."
-            dockerfile = REPO / build.get("dockerfile", "Dockerfile")
-            assert dockerfile.is_file(), f"{name}: {dockerfile}"
-            assert parse_dockerfile(dockerfile).stage(build["target"]), f"{name}: {build['target']}"
-            assert re.fullmatch(r"pzone-[a-z]+:0\.1\.0", image), f"{name}: {image}"
-        else:
-            assert is_pinned(image), f"{name}: image {image!r} is not pinned"
-        if name not in ONE_SHOT:
-            test = service.get("healthcheck", {}).get("test")
-            assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no health check"
-            assert service.get("restart") == "unless-stopped", name
-        else:
-            assert service.get("restart") == "no", name
-        for port in service.get("ports", []):
-            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published beyond this host"
-    # Each image is the target of its name in the Dockerfile of the contract.
-    built = {
-        s["image"].split(":")[0]: (REPO / s["build"].get("dockerfile", "Dockerfile"), s["build"]["target"])
-        for s in services.values()
-        if "build" in s
-    }
-    assert built == {image: (IMAGES[image], image) for image in IMAGES if image != "pzone-model-bento"}
-    assert services["pzone-photo-worker"]["command"] == ["pzone", "photos", "worker"]
-    assert (REPO / "deploy" / "compose" / "mosquitto.conf").is_file()
-    mounted = [v.split(":")[0] for s in services.values() for v in s.get("volumes", [])]
-    assert "./deploy/compose/mosquitto.conf" in mounted
-    for source in mounted:
-        assert source.startswith("./") or source in compose["volumes"], source
-        if source.startswith("./"):
-            assert (REPO / source).exists(), source
-
-
-def test_compose_start_order(compose: dict[str, Any]) -> None:
-    services = compose["services"]
-    for name, service in services.items():
-        for dependency, spec in service.get("depends_on", {}).items():
-            assert dependency in services, f"{name} → {dependency}"
-            condition = spec["condition"]
-            if condition == "service_healthy":
-                assert "healthcheck" in services[dependency], f"{name} waits for {dependency}'s health"
-            else:
-                assert condition == "service_completed_successfully", f"{name} → {dependency}: {condition}"
-                assert dependency in ONE_SHOT
-    for app in ("pzone-api", "pzone-photo-worker", "pzone-ingest", "pzone-trainer"):
-        assert services[app]["depends_on"]["migrations"] == {"condition": "service_completed_successfully"}
-    assert services["migrations"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["pzone-front"]["depends_on"]["pzone-api"]["condition"] == "service_healthy"
-    assert services["pzone-api"]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
-
-
-def test_compose_holds_no_secret_and_the_example_env_has_all_it_needs(compose: dict[str, Any]) -> None:
-    text = COMPOSE.read_text()
-    example = example_env()
-    used = {m.group(1) for m in VARIABLE.finditer(yaml.safe_dump(compose))}  # values only, not comments
-    assert used == set(example), f"only in compose: {used - set(example)}, unused: {set(example) - used}"
-    for key, value in example.items():
-        if SECRET_NAME.search(key):
-            assert "dev-only" in value, f"{key}: an example value must be obviously fake"
-            assert value not in text
-    for name, service in compose["services"].items():
-        assert "env_file" not in service, f"{name}: variables come from .env by interpolation, one by one"
-        for key, value in (service.get("environment") or {}).items():
-            value = str(value)
-            if SECRET_NAME.search(key) or URL_WITH_PASSWORD.search(value) or key == "MC_HOST_pzone":
-                assert VARIABLE.search(value), f"{name}: {key} is a literal secret"
-                assert not URL_WITH_PASSWORD.search(VARIABLE.sub("", value)), f"{name}: {key}"
-    # .env, where the real values go, never reaches Git.
-    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO, timeout=30)
-    assert ignored.returncode == 0, ".env must be git-ignored"
-
-
-def test_compose_gives_each_service_only_its_secrets(compose: dict[str, Any]) -> None:
-    services = compose["services"]
-
-    def secrets(name: str) -> set[str]:
-        values = " ".join(str(v) for v in (services[name].get("environment") or {}).values())
-        return {m.group(1) for m in VARIABLE.finditer(values)}
-
-    assert secrets("pzone-front") == set()
-    assert secrets("pzone-model") == set()
-    assert secrets("pzone-ingest") == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
-    assert secrets("migrations") == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
-    assert "REDIS_PASSWORD" in secrets("pzone-api") and "MINIO_ROOT_PASSWORD" in secrets("pzone-api")
-
-
-def test_compose_and_nginx_agree_on_names_and_ports(compose: dict[str, Any]) -> None:
-    conf = (REPO / "k8s" / "base" / "front" / "nginx.conf").read_text()
-    assert "server pzone-api:8000;" in conf and "listen 8080;" in conf
-    services = compose["services"]
-    assert COMMANDS["pzone-api"][-1] == "8000" and "pzone-api" in services
-    assert services["pzone-front"]["ports"] == ["127.0.0.1:8080:8080"]
-    front = parse_dockerfile(IMAGES["pzone-front"])
-    copies = {tuple(c.value.split()) for c in front.stages[-1].all("COPY")}
-    assert ("k8s/base/front/nginx.conf", "/etc/nginx/nginx.conf") in copies
-    assert ("serving/api/src/pzone_api/static/", "/usr/share/nginx/html/") in copies
-    assert "root /usr/share/nginx/html;" in conf
-    assert services["pzone-api"]["environment"]["PZONE_MODEL_TIER_URL"] == "http://pzone-model:3000"
-
-
-def test_compose_health_checks_are_bounded(compose: dict[str, Any]) -> None:
-    """Every health check has its own timeout, interval and retries (so `docker compose up --wait` ends)."""
-    for name, service in compose["services"].items():
-        check = service.get("healthcheck")
-        if check:
-            assert check.get("timeout") and check.get("interval") and check.get("retries"), name
-            assert float(check["timeout"].rstrip("s")) <= float(check["interval"].rstrip("s")), name

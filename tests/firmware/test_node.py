@@ -720,6 +720,30 @@ def test_mpu6050_driver_scales_and_reorients() -> None:
 
 
 @pytest.mark.unit
+def test_the_board_gets_every_module_it_imports() -> None:
+    """What the board imports of the package is copied to it: by the README's flashing steps, compiled by mpy-cross."""
+    imported = set()
+    for name in BOARD_MODULES:
+        for node in ast.walk(ast.parse((FIRMWARE_SRC / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pzone_firmware."):
+                imported.add(node.module.split(".")[1] + ".py")
+    for main in ("boot.py", "main.py"):
+        for node in ast.walk(ast.parse((REPO / "firmware" / "device" / main).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pzone_firmware."):
+                imported.add(node.module.split(".")[1] + ".py")
+    assert imported <= set(BOARD_MODULES), imported - set(BOARD_MODULES)
+    readme = (REPO / "firmware" / "README.md").read_text()
+    flashing = re.search(r"cp (src/pzone_firmware/__init__\.py.*?):lib/pzone_firmware/", readme, re.S)
+    assert flashing is not None
+    copied = set(re.findall(r"src/pzone_firmware/(\w+\.py)", flashing.group(1)))
+    for part in readme.split("\n"):
+        if part.startswith("for m in "):
+            compiled = {f"{m}.py" for m in part.split(" in ", 1)[1].split(";")[0].split()}
+    assert copied == set(BOARD_MODULES)
+    assert compiled == set(BOARD_MODULES) - {"__init__.py"}
+
+
+@pytest.mark.unit
 def test_board_modules_stay_micropython_compatible() -> None:
     """No f-strings, no variable annotations, no CPython-only imports in what is copied to the board."""
     banned = {"typing", "dataclasses", "collections", "enum", "abc", "pathlib", "__future__", "threading"}

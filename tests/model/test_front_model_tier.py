@@ -27,7 +27,6 @@ from tests.support.tiny_model import TierProcess, import_tiny, use_bentoml_home
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 FALLEN = (0.0, 0.0, 5.0)  # the tiny model's bias: every photo is "fallen", so its answer is easy to recognise
 MLFLOW_VERSION = "11"
 MODEL_VERSION = f"pzone-tilt/{MLFLOW_VERSION}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +29,9 @@ from pzone_model.runtime import (
     ort_threads,
     serving_workers,
 )
+from tests.support.paths import REPO
 from tests.support.tiny_model import TierProcess, import_tiny, jpeg, png, use_bentoml_home
 
-REPO = Path(__file__).resolve().parents[2]
 UPRIGHT, FALLEN = (5.0, 0.0, 0.0), (0.0, 0.0, 5.0)
 
 
@@ -441,11 +443,25 @@ def test_hot_swap_fails_no_request(tier: Tier) -> None:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """The package stage's Bento, served: BentoML imports the service from the Bento's own copy of the sources
-    (ahead of the workspace's on the path), so a file the tier needs and the Bento lacks fails here."""
-    from pzone_training.bento import build_bento
+    (ahead of the workspace's on the path), so a file the tier needs and the Bento lacks fails here.
 
-    use_bentoml_home(tmp_path / "bentoml")
-    bento_tag, _ = build_bento(REPO, import_tiny(tmp_path, FALLEN, "3"))
+    The Bento is built in a process of its own, as the package stage builds it: a build imports the service, whose
+    model reference would otherwise stay bound to this store for every later build in the test process."""
+    home = tmp_path / "bentoml"
+    use_bentoml_home(home)
+    tag = import_tiny(tmp_path, FALLEN, "3")
+    build = "import sys; from pathlib import Path; from pzone_training.bento import build_bento; "
+    build += "print(build_bento(Path(sys.argv[1]), sys.argv[2])[0])"
+    built = subprocess.run(
+        [sys.executable, "-c", build, str(REPO), tag],
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    bento_tag = built.stdout.strip().splitlines()[-1]
     tier = TierProcess(tmp_path / "bentoml", tmp_path / "tier.log", target=bento_tag)
     tier.env["PZONE_MODEL_WORKERS"] = "2"
     tier.start()

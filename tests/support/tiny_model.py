@@ -20,9 +20,8 @@ from PIL import Image
 
 from pzone.tilt import TILT_CLASSES
 from pzone_model import SERVICE, serve_command
+from tests.support.paths import REPO
 from tests.support.services import free_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 META: dict[str, Any] = {
     "classes": list(TILT_CLASSES),

@@ -1,6 +1,6 @@
 """``python -m pzone.cli``: the same as the ``pzone`` script."""
 
-from pzone.cli.app import main
+from pzone.cli.root import main
 
 if __name__ == "__main__":
     main()

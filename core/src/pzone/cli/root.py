@@ -90,7 +90,7 @@ def register_plugins(target: typer.Typer, plugins: list[tuple[str, Callable[[typ
             raise PluginConflict(f"the plugin {name!r} registers {', '.join(clashes)} again")
 
 
-def _installed_plugins() -> list[tuple[str, Callable[[typer.Typer], None]]]:
+def installed_plugins() -> list[tuple[str, Callable[[typer.Typer], None]]]:
     found: list[EntryPoint] = sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
     plugins = []
     for entry in found:
@@ -109,7 +109,7 @@ def load_plugins() -> typer.Typer:
     global _loaded
     if not _loaded:
         _loaded = True
-        register_plugins(app, _installed_plugins())
+        register_plugins(app, installed_plugins())
     return app
 
 
