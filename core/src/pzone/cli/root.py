@@ -91,6 +91,7 @@ def register_plugins(target: typer.Typer, plugins: list[tuple[str, Callable[[typ
 
 
 def installed_plugins() -> list[tuple[str, Callable[[typer.Typer], None]]]:
+    """(name, register) of every ``pzone.commands`` entry point installed, by name: the order `--help` follows."""
     found: list[EntryPoint] = sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
     plugins = []
     for entry in found:
