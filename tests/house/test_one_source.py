@@ -143,6 +143,22 @@ def test_mlflow_is_configured_in_one_place() -> None:
     assert places == setters == ["pipelines/src/pzone_pipelines/tracking.py"]
 
 
+def test_the_registry_aliases_are_named_in_one_place() -> None:
+    """The MLflow aliases register moves and training and packaging look up (a record's "champion" key aside)."""
+    aliases = {"champion", "challenger", "previous-champion"}
+    found = [
+        where(path, node)
+        for path, tree in modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in aliases and not _is_dict_key(tree, node)
+    ]
+    assert {hit.split(":")[0] for hit in found} == {"pipelines/src/pzone_pipelines/tracking.py"}, found
+
+
+def _is_dict_key(tree: ast.Module, node: ast.AST) -> bool:
+    return any(isinstance(d, ast.Dict) and any(k is node for k in d.keys) for d in ast.walk(tree))
+
+
 def test_the_object_store_protocol_is_the_type() -> None:
     everywhere = [REPO / "tests", *SOURCE_ROOTS]
     unions = [

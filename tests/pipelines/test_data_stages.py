@@ -282,7 +282,7 @@ class FailingAliases:
         self.client = client
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
-        if alias == reg.CHAMPION:
+        if alias == reg.CHAMPION_ALIAS:
             raise RuntimeError("registry went away")
         self.client.set_registered_model_alias(name, alias, version)
 
@@ -312,15 +312,15 @@ def test_register_moves_aliases_and_undoes_a_half_registration(
     v1 = reg.register(
         record, first, model_name="t-model", client=client, register_model=mlflow.register_model
     )
-    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION).version) == v1["version"]
+    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION_ALIAS).version) == v1["version"]
     assert client.get_model_version("t-model", v1["version"]).tags["dataset_hash"] == "abc"
 
     weak = reg.decide(
         {"macro_f1": 0.33, "n_test": 10}, {"exists": True, "macro_f1": 0.8, "version": "1"}, GATE
     )
     v2 = reg.register(record, weak, model_name="t-model", client=client, register_model=mlflow.register_model)
-    assert str(client.get_model_version_by_alias("t-model", reg.CHALLENGER).version) == v2["version"]
-    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION).version) == v1["version"]
+    assert str(client.get_model_version_by_alias("t-model", reg.CHALLENGER_ALIAS).version) == v2["version"]
+    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION_ALIAS).version) == v1["version"]
 
     strong = reg.decide(
         {"macro_f1": 0.95, "n_test": 10}, {"exists": True, "macro_f1": 0.8, "version": "1"}, GATE
@@ -335,7 +335,7 @@ def test_register_moves_aliases_and_undoes_a_half_registration(
         )
     versions = sorted(int(v.version) for v in client.search_model_versions("name='t-model'"))
     assert versions == [1, 2]  # the half-registered version 3 was removed again
-    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION).version) == v1["version"]
+    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION_ALIAS).version) == v1["version"]
     with pytest.raises(reg.RegisterError, match="model_uri"):
         reg.register(
             {"run_id": "x"}, strong, model_name="t-model", client=client, register_model=mlflow.register_model

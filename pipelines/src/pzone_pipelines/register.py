@@ -19,10 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from pzone_pipelines.params import ParamsError, load_params, read_mapping, section
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS = "previous-champion"
+from pzone_pipelines.tracking import CHALLENGER_ALIAS, CHAMPION_ALIAS, PREVIOUS_CHAMPION_ALIAS
 
 
 class RegisterError(RuntimeError):
@@ -83,7 +80,7 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any], params: GatePar
 def current_champion(client: Any, model_name: str) -> str | None:
     """The version the registry's champion alias points at now, or None."""
     try:
-        return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+        return str(client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
     except Exception as exc:  # MlflowException: no such model or alias
         if (
             "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", ""))
@@ -139,11 +136,13 @@ def register(
     }
     version = register_model(run["model_uri"], model_name, tags=tags)
     try:
-        client.set_registered_model_alias(model_name, CHALLENGER, version.version)
+        client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)
         if decision.promote:
             if decision.champion_version is not None:
-                client.set_registered_model_alias(model_name, PREVIOUS, decision.champion_version)
-            client.set_registered_model_alias(model_name, CHAMPION, version.version)
+                client.set_registered_model_alias(
+                    model_name, PREVIOUS_CHAMPION_ALIAS, decision.champion_version
+                )
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
     except BaseException:
         client.delete_model_version(model_name, version.version)
         raise

@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+# The registry's aliases: the model the tier serves, the newest registered one, and the one a promotion replaced.
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+PREVIOUS_CHAMPION_ALIAS = "previous-champion"
+
 if TYPE_CHECKING:
     from pzone_pipelines.settings import Settings
 

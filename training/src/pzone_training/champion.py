@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from pzone_pipelines.tracking import CHAMPION_ALIAS
+
 if TYPE_CHECKING:
     from torch import nn
 
-CHAMPION = "champion"
 CHECKPOINT_ARTIFACT = "checkpoint"  # artifact folder of a champion's run that holds its model.pt
 
 
@@ -34,7 +35,7 @@ def find_champion(client: Any, name: str) -> Champion | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
+        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
         return None
     return Champion(name, str(version.version), str(version.run_id or ""), dict(version.tags or {}))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-CHAMPION_ALIAS = "champion"
+from pzone_pipelines.tracking import CHAMPION_ALIAS
 
 
 def dataset_hash(lock_path: Path | str = "dvc.lock", snapshot_dir: Path | str = "data/snapshot") -> str:
