@@ -215,6 +215,17 @@ def test_missing_class_is_named() -> None:
         train_model((images[:0], labels[:0]), None, TINY, progress=False)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("epochs", [1, 2, 5, 10])
+def test_any_number_of_steps_trains(epochs: int) -> None:
+    """One batch per epoch (a small train split): five epochs are five steps, and a 20 % warm-up of exactly one step
+    is where one-cycle's schedule divides by zero."""
+    images, labels = bar_split(4, 0)
+    assert len(images) <= TINY["batch_size"]  # one batch per epoch
+    _, history = train_model((images, labels), None, {**TINY, "epochs": epochs}, progress=False)
+    assert len(history) == epochs
+
+
 # --- dataset hash ------------------------------------------------------------------------------------------------
 @pytest.mark.unit
 def test_dataset_hash_from_dvc_lock_then_manifest(tmp_path: Path) -> None:

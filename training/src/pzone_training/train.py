@@ -40,6 +40,9 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_accuracy", "val_macro_f1")
 EpochCallback = Callable[[dict[str, float]], None]
 
 
+WARMUP_FRACTION = 0.2  # of one-cycle's steps: the learning rate rises, then anneals over the rest
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -108,6 +111,13 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def warmup_fraction(total_steps: int, wanted: float = WARMUP_FRACTION) -> float:
+    """The share of one-cycle's steps spent warming up. OneCycleLR divides by the warm-up's length in steps minus
+    one, so a warm-up of exactly one step (five steps in all, at 20 %: one batch an epoch for five epochs) would
+    divide by zero: it gets a step and a half instead."""
+    return wanted if wanted * total_steps != 1.0 else 1.5 / total_steps
+
+
 def train_model(
     train_split: Sequence[Any],
     val_split: Sequence[Any] | None,
@@ -137,7 +147,11 @@ def train_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     # One-cycle: warm-up then annealing reaches a good optimum in few epochs, which is what a CPU budget allows.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=p.lr, epochs=p.epochs, steps_per_epoch=len(loader), pct_start=0.2
+        optimizer,
+        max_lr=p.lr,
+        epochs=p.epochs,
+        steps_per_epoch=len(loader),
+        pct_start=warmup_fraction(p.epochs * len(loader)),
     )
 
     history: list[dict[str, float]] = []
