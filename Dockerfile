@@ -153,8 +153,8 @@ CMD ["pzone", "api", "--host", "0.0.0.0", "--port", "8000"]
 # this file.
 #
 # dvc repro without Git: DVC normally works inside a Git repository. The image holds no repository and no git: the
-# pipeline's project (dvc.yaml, params.yaml, bentofile.yaml, .dvc/config and every source file its stages list as
-# deps) is baked into /opt/pzone/project and runs in DVC's no-SCM mode (core.no_scm in .dvc/config.local, as
+# pipeline's project (dvc.yaml, params.yaml, bentofile.yaml, service.py, .dvc/config and every source file its stages
+# list as deps) is baked into /opt/pzone/project and runs in DVC's no-SCM mode (core.no_scm in .dvc/config.local, as
 # `pzone demo` does with `dvc init --no-scm`). What must outlive a run (dvc.lock, the DVC cache, the persisted
 # outputs data/snapshot and data/test_members.json, models/, reports/, the retrain lock) lives in /var/lib/pzone, a
 # volume (a PersistentVolumeClaim in Kubernetes): each run first copies the image's project over the one there, so
@@ -178,7 +178,7 @@ FROM runtime AS pzone-trainer
 LABEL org.opencontainers.image.title="pzone-trainer" \
       org.opencontainers.image.description="P-ZONE trainer job (pzone retrain: dvc repro, register, package) and MLflow server"
 COPY --from=builder-trainer /app/.venv /app/.venv
-COPY dvc.yaml params.yaml bentofile.yaml .dvcignore /opt/pzone/project/
+COPY dvc.yaml params.yaml bentofile.yaml service.py .dvcignore /opt/pzone/project/
 COPY .dvc/config /opt/pzone/project/.dvc/config
 COPY core/src /opt/pzone/project/core/src
 COPY pipelines/src /opt/pzone/project/pipelines/src
@@ -211,15 +211,15 @@ CMD ["sh", "-c", "mkdir -p /var/lib/pzone/project && cp -R /opt/pzone/project/. 
 # environment and runs `bentoml serve` from it.
 #
 # Two targets on one model runtime:
-#   pzone-model: the Bento's source (the files bentofile.yaml includes, BENTO_SOURCES in
-#       training/src/pzone_training/bento.py) and no model. The model comes from the BentoML store in BENTOML_HOME,
+#   pzone-model: the Bento's source (the files bentofile.yaml includes, at their import paths: the root service.py
+#       entry point is not needed there) and no model. The model comes from the BentoML store in BENTOML_HOME,
 #       a volume that the trainer's package stage writes; the watcher (PZONE_MODEL_WATCH_INTERVAL_S) swaps a new
 #       champion in without dropping requests. docker-compose.yml and k8s/base run this.
 #   pzone-model-bento: a built Bento with its model, immutable (in Kubernetes a new champion is a new image tag; the
 #       watcher is off, as in bentofile.yaml). The layout `bentoml containerize` makes (the Bento and its models/
 #       folder), served the way its entrypoint does (`bentoml serve <Bento folder>`). Export the Bento into the
 #       context first:
-#         BENTOML_HOME=.pzone/bentoml uv run bentoml export pzone-tilt-service:latest build/pzone-tilt-service.bento
+#         uv run bentoml export pzone-tilt-service:latest build/pzone-tilt-service.bento
 #         mkdir -p build/bento && tar -xf build/pzone-tilt-service.bento -C build/bento
 #         docker build --target pzone-model-bento -t pzone-model:<Bento version> .
 FROM builder AS builder-model

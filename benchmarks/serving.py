@@ -4,9 +4,10 @@ Three figures, all in one run on the same machine:
 
 - **the limit**: ONNX Runtime in this process, the same stored model through ``pzone_model.runtime.load_model``
   with the tier's thread count, batches of already letterboxed images (images/s, best batch size);
-- **the tier**: a real ``bentoml serve pzone_model.service:PZoneTilt`` subprocess (a private BentoML store, model
-  watcher off), one photo per ``POST /classify`` sent as the web front sends it (``pzone.preprocess.model_input_bmp``:
-  the letterboxed square as an uncompressed BMP), at several concurrency levels (closed loop), plus one open-loop
+- **the tier**: a real ``bentoml serve`` subprocess of the repository root (bentofile.yaml's entry point, as
+  ``uv run bentoml serve`` there; a private BentoML store, model watcher off), one photo per ``POST /classify``
+  sent as the web front sends it (``pzone.preprocess.model_input_bmp``: the letterboxed square as an uncompressed
+  BMP), at several concurrency levels (closed loop), plus one open-loop
   run at a constant arrival rate of about half the tier's peak for its latency under load, and one closed-loop run
   with the photo itself (a 640×480 JPEG, as a client other than the front may send) for comparison;
 - **the naive service**: FastAPI + uvicorn (one process) + the torch model in eval mode, one image per request,
@@ -178,7 +179,6 @@ def prepare_model(workdir: Path) -> Prepared:
     from pzone_training.bento import import_model
     from pzone_training.models import build_model, save_checkpoint
     from pzone_training.onnx_export import export_onnx
-    from tests.support.tiny_model import use_bentoml_home
 
     torch.manual_seed(0)
     model = build_model(ARCH, len(TILT_CLASSES)).eval()
@@ -194,7 +194,8 @@ def prepare_model(workdir: Path) -> Prepared:
     onnx_path = workdir / "model.onnx"
     export_onnx(model, meta, onnx_path)
     home = workdir / "bentoml"
-    use_bentoml_home(home)
+    # BentoML reads the variable at this process's first store access, which is the import below.
+    os.environ["BENTOML_HOME"] = str(home)
     imported = import_model(onnx_path, meta, {"mlflow_version": MLFLOW_VERSION})
     return Prepared(checkpoint, onnx_path, home, imported.tag, meta)
 
@@ -326,7 +327,7 @@ def wait_ready(server: Server, timeout: float = 90.0) -> None:
 def servers(prepared: Prepared, threads: int, workers: int, workdir: Path) -> Iterator[tuple[Server, Server]]:
     tier = start_process(
         "tier",
-        serve_command(),
+        serve_command(str(ROOT)),
         {
             "BENTOML_HOME": str(prepared.bentoml_home),
             "BENTOML_DO_NOT_TRACK": "True",

@@ -1,5 +1,5 @@
 """Fixtures of several folders' tests: fresh databases on the shared PostgreSQL, SQLite files, an engine on either,
-private Mosquitto brokers and the moto S3 server."""
+private Mosquitto brokers and the moto S3 server; the session's private BentoML store; one seeded platform."""
 
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ from sqlalchemy import Engine
 
 from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
+from tests.support.bentoml_store import remove_private_store, use_private_store
+from tests.support.dataset import SeededPlatform, seed_platform
 from tests.support.s3 import AWS_ENV_TO_CLEAR, FAKE_AWS_ENV, MotoServer
 from tests.support.services import MosquittoBroker, create_database, drop_database
+
+# Before any test module runs: BentoML reads BENTOML_HOME once, and no test may touch the user's store (BentoML's
+# default, ~/bentoml, is where the package stage imports when the variable is unset).
+use_private_store()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    remove_private_store()
 
 
 @pytest.fixture
@@ -83,3 +93,9 @@ def s3_server(moto_server_process: MotoServer, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pzone-test-aws-credentials")
     moto_server_process.reset()
     return moto_server_process
+
+
+@pytest.fixture(scope="session")
+def seeded_platform(tmp_path_factory: pytest.TempPathFactory) -> SeededPlatform:
+    """One `pzone dataset seed` platform for the session (about a minute): read it, copy it before writing."""
+    return seed_platform(tmp_path_factory.mktemp("seeded"))

@@ -10,7 +10,15 @@ import typer
 from typer.testing import CliRunner
 
 from pzone.cli import app as core_app
-from pzone.cli.root import PLUGIN_GROUP, PluginConflict, command_names, installed_plugins, register_plugins
+from pzone.cli.root import (
+    PLUGIN_GROUP,
+    SHARED_GROUPS,
+    PluginConflict,
+    command_group,
+    command_names,
+    installed_plugins,
+    register_plugins,
+)
 from tests.support.cli import pzone
 
 pytestmark = pytest.mark.unit
@@ -52,6 +60,37 @@ def test_a_name_registered_twice_is_an_error_not_a_shadow(clash: str) -> None:
         register_plugins(fresh_root(), [("first", first), ("second", second)])
 
 
+def test_plugins_share_a_command_group() -> None:
+    def stack(app: typer.Typer) -> None:
+        command_group(app, "dataset").command("seed")(lambda: print("seeded"))
+
+    def pipelines(app: typer.Typer) -> None:
+        group = command_group(app, "dataset")
+        group.command("pull")(lambda: print("pulled"))
+        group.command("import")(lambda: print("imported"))
+
+    root = fresh_root()
+    register_plugins(root, [("pipelines", pipelines), ("stack", stack)])
+    assert command_names(root) == {"db", "dataset"}  # one group, not two
+    runner = CliRunner()
+    for command, said in (("seed", "seeded"), ("pull", "pulled"), ("import", "imported")):
+        assert runner.invoke(root, ["dataset", command]).stdout == f"{said}\n"
+    assert SHARED_GROUPS["dataset"][:40] in runner.invoke(root, ["dataset", "--help"]).stdout
+
+
+def test_a_command_twice_in_a_shared_group_is_an_error() -> None:
+    def first(app: typer.Typer) -> None:
+        command_group(app, "dataset").command("pull")(lambda: None)
+
+    def second(app: typer.Typer) -> None:
+        command_group(app, "dataset").command("pull")(lambda: None)
+
+    with pytest.raises(PluginConflict, match="'second' registers dataset pull again"):
+        register_plugins(fresh_root(), [("first", first), ("second", second)])
+    with pytest.raises(PluginConflict, match="db is a command, not a group"):
+        command_group(fresh_root(), "db")
+
+
 def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_still_load(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,5 +115,17 @@ def test_the_installed_command_lists_every_packages_commands() -> None:
     env = {**os.environ, "COLUMNS": "200"}
     result = pzone("--help", env=env)
     assert result.returncode == 0, result.stderr
-    for command in ("db", "logs", "ingest", "api", "user", "photos", "retrain", "up", "demo", "simulate"):
+    for command in (
+        "db",
+        "logs",
+        "ingest",
+        "api",
+        "user",
+        "photos",
+        "retrain",
+        "up",
+        "demo",
+        "simulate",
+        "dataset",
+    ):
         assert f"│ {command} " in result.stdout, command

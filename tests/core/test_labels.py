@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from pzone.db.engine import make_engine
 from pzone.db.models import Photo, PhotoLabel, SensorReading, table_of
+from pzone.db.readonly import read_only_engine
 from pzone.labels import (
     LabelParams,
     ReadingPoint,
@@ -354,6 +355,42 @@ def test_labeled_photos_for_the_snapshot(engine: Engine, scene: dict[str, Any], 
         strict = labeled_photos(s, min_quality=0.99)
     assert photos["moving"] in {p.photo_id for p in strict}  # manual labels always pass
     assert len(strict) < len(listed)
+
+
+@pytest.mark.integration
+def test_labeled_photos_computed_now_are_a_refresh_without_the_write(
+    engine: Engine, scene: dict[str, Any], db_url: str
+) -> None:
+    """With ``params`` the sensor's labels are computed now (the refresh's own computation) and the operator's read
+    from their rows: the list a refresh with those params followed by a read gives, from a read-only engine."""
+    photos = scene["photos"]
+    operator = create_user_in_db(db_url, "op@example.com", PASSWORD, role="operator")
+    narrow = LabelParams(window_s=5)  # the stored rows are computed with 30 s: "noclock" (6 s off) drops out
+    with Session(engine, expire_on_commit=False) as s:
+        refresh_labels(s, P)
+        set_manual_label(s, photos["moving"], "tilted", operator)
+        s.commit()
+        stale = labeled_photos(s)
+    read_only = read_only_engine(db_url)
+    try:
+        with Session(read_only) as s:
+            computed = labeled_photos(s, params=narrow)
+            computed_strict = labeled_photos(s, params=narrow, min_quality=0.99)
+    finally:
+        read_only.dispose()
+    assert labeled_photos_rows(engine) == [(p.photo_id, p.label, p.source, p.quality) for p in stale]
+    with Session(engine, expire_on_commit=False) as s:
+        refresh_labels(s, narrow)
+        s.commit()
+        assert computed == labeled_photos(s) and computed_strict == labeled_photos(s, min_quality=0.99)
+    assert photos["noclock"] in {p.photo_id for p in stale} - {p.photo_id for p in computed}
+    assert {p.photo_id: p.source for p in computed}[photos["moving"]] == "manual"
+
+
+def labeled_photos_rows(engine: Engine) -> list[tuple[str, str, str, float]]:
+    """What the stored rows say now (nothing wrote them since the last refresh)."""
+    with Session(engine) as s:
+        return [(p.photo_id, p.label, p.source, p.quality) for p in labeled_photos(s)]
 
 
 @pytest.mark.integration

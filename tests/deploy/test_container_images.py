@@ -27,11 +27,13 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from tests.support.code_scan import module_constant
 from tests.support.dockerfile import (
     COMMANDS,
     DOCKERFILES,
@@ -360,17 +362,32 @@ def test_the_model_image_installs_exactly_the_bentos_packages(dockerfiles: dict[
     install = " ".join(i.value for i in model.venv_builder(model.stage("pzone-model")).all("RUN"))
     packages = install.split("--constraint /tmp/constraints.txt", 1)[1].split()
     assert sorted(packages) == sorted([*bentofile["python"]["packages"], f"bentoml=={bentoml.group(1)}"])
-    # Its `pzone-model` target holds exactly the Bento's sources (training/src/pzone_training/bento.py).
-    from pzone_training.bento import BENTO_SOURCES
+    # Its `pzone-model` target holds exactly the Bento's sources (bentofile.yaml's include) but the root entry point,
+    # each at its import path: its path under the source folder that the entry point puts on the import path.
+    from pzone_training.bento import bento_sources
 
-    copied = set()
+    copied: dict[str, str] = {}  # file in the repository -> where the image has it
     for copy in model.stage("pzone-model").all("COPY"):
         *sources, dest = copy.value.split()
         for source in sources:
-            copied.add(
-                (source, dest.removeprefix("/app/src/") + (Path(source).name if dest.endswith("/") else ""))
-            )
-    assert copied == set(BENTO_SOURCES)
+            if (REPO / source).is_file():
+                copied[source] = dest + Path(source).name if dest.endswith("/") else dest
+                continue
+            for path in (REPO / source).rglob(
+                "*"
+            ):  # what docker copies of a folder (.dockerignore: no caches)
+                if path.is_file() and "__pycache__" not in path.parts:
+                    copied[path.relative_to(REPO).as_posix()] = (
+                        f"{dest}/{path.relative_to(REPO / source).as_posix()}"
+                    )
+    folders = module_constant(REPO / "service.py", "SOURCE_FOLDERS")
+    expected = {
+        source: "/app/src/"
+        + next(source.removeprefix(f"{f}/") for f in folders if source.startswith(f"{f}/"))
+        for source in bento_sources(REPO)
+        if source != "service.py"
+    }
+    assert copied == expected
 
 
 def test_the_trainer_image_holds_every_source_its_pipeline_depends_on(
@@ -464,6 +481,55 @@ def test_the_migrations_image_upgrades_a_database(built: dict[str, Built], tmp_p
     assert again.returncode == 0 and again.stdout.splitlines()[-1] == result.stdout.splitlines()[-1]
 
 
+def classify_once(argv: list[str], image: Built, cwd: Path, env: dict[str, str], log: Path) -> dict[str, Any]:
+    """``bentoml serve`` (``argv``, host and port added) run by the model image's environment alone (its venv first
+    on PATH, ``env`` for the rest), until ready; the first item of its answer to one JPEG. Stopped after."""
+    from pzone.tier_contract import CLASSIFY_PATH, IMAGES_FIELD, RESULTS
+    from tests.support.tiny_model import jpeg, wait_ready
+
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd,
+            env={
+                **env,
+                "PATH": f"{image.venv / 'bin'}{os.pathsep}/usr/bin:/bin",
+                "BENTOML_DO_NOT_TRACK": "True",
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process, timeout=60, tail=lambda: log.read_text(errors="replace")[-3000:])
+        answer = httpx.post(
+            f"{url}{CLASSIFY_PATH}", files=[(IMAGES_FIELD, ("a.jpg", jpeg(), "image/jpeg"))], timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json()[RESULTS][0])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def import_tiny_into(env: dict[str, str], workdir: Path, mlflow_version: str) -> str:
+    """A tiny model (every photo "fallen") imported as the package stage imports it, in a process of its own: into
+    the store ``env`` names (BENTOML_HOME, else BentoML's default under HOME); its tag."""
+    code = "import sys; from pathlib import Path; from tests.support.tiny_model import import_tiny; "
+    code += "print(import_tiny(Path(sys.argv[1]), (0, 0, 5), sys.argv[2]))"
+    made = subprocess.run(
+        [sys.executable, "-c", code, str(workdir), mlflow_version],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return made.stdout.split()[-1]
+
+
 def test_the_model_image_serves_a_model_with_only_the_bentos_packages(
     built: dict[str, Built], dockerfiles: dict[str, Dockerfile], tmp_path: Path
 ) -> None:
@@ -477,61 +543,55 @@ def test_the_model_image_serves_a_model_with_only_the_bentos_packages(
     model = dockerfiles["pzone-model"]
     run_stage(model, model.stage("pzone-model"), image.root, run=r"\A\Z")
     store = tmp_path / "bentoml"
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; from tests.support.tiny_model import use_bentoml_home, "
-            "import_tiny; use_bentoml_home(Path(sys.argv[1])); print(import_tiny(Path(sys.argv[2]), (0, 0, 5), '7'))",
-            str(store),
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
-    port = free_port()
-    command = [*COMMANDS["pzone-model"][:-4], "--host", "127.0.0.1", "--port", str(port)]
+    import_tiny_into({**os.environ, "BENTOML_HOME": str(store)}, tmp_path, "7")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PZONE_", "BENTOML_", "VIRTUAL_ENV"))}
-    log = tmp_path / "model.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=image.root / "app" / "src",
-            env={
-                **base,
-                "PATH": f"{image.venv / 'bin'}{os.pathsep}/usr/bin:/bin",
-                "BENTOML_HOME": str(store),
-                "BENTOML_DO_NOT_TRACK": "True",
-                "PZONE_MODEL_WATCH_INTERVAL_S": "0",
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        from tests.support.tiny_model import jpeg, wait_ready
-
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process, timeout=60, tail=lambda: log.read_text(errors="replace")[-3000:])
-        answer = httpx.post(
-            f"{url}/classify", files=[("images", ("a.jpg", jpeg(), "image/jpeg"))], timeout=30
-        )
-        assert answer.status_code == 200, answer.text
-        result = answer.json()["results"][0]
-        assert result["label"] == "fallen" and result["model_version"] == "pzone-tilt/7"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    env = {**base, "BENTOML_HOME": str(store), "PZONE_MODEL_WATCH_INTERVAL_S": "0"}
+    result = classify_once(
+        COMMANDS["pzone-model"][:-4], image, image.root / "app" / "src", env, tmp_path / "m.log"
+    )
+    assert result["label"] == "fallen" and result["model_version"] == "pzone-tilt/7"
     # The image's store is the volume the trainer writes (the pzone-trainer target, docker-compose.yml).
     trainer = dockerfiles["pzone-trainer"]
     store_env = model.environment(model.stage("pzone-model"))
     assert store_env["BENTOML_HOME"] == trainer.environment(trainer.stage("pzone-trainer"))["BENTOML_HOME"]
+
+
+def test_a_bento_built_at_the_root_serves_with_only_its_own_packages(
+    built: dict[str, Built], tmp_path: Path
+) -> None:
+    """`bentoml build` at the repository root as a user runs it, then `bentoml serve <tag>` from another folder with
+    only the Bento's packages (the model image's environment: nothing of the workspace, no PYTHONPATH): the Bento
+    carries its source. No variable names a store: the model that the package stage's import put into BentoML's
+    default store (under HOME) is the one the build packs and the server answers with."""
+    from pzone.tier_contract import LABEL, MODEL_VERSION
+    from pzone_training.bento import bento_sources
+
+    user = tmp_path / "user"
+    user.mkdir()
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PZONE_", "BENTOML_", "VIRTUAL_ENV", "PYTHON"))
+    }
+    env = {**keep, "HOME": str(user)}
+    model_tag = import_tiny_into(env, tmp_path, "9")
+    build = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    bento_tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    bento = user / "bentoml" / "bentos" / bento_tag.replace(":", "/")
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert [m["tag"] for svc in info["services"] for m in svc["models"]] == [model_tag]
+    src = bento / "src"
+    held = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    assert held == sorted(["bentofile.yaml", *bento_sources(REPO)])
+
+    (tmp_path / "elsewhere").mkdir()
+    argv = ["bentoml", "serve", bento_tag]
+    result = classify_once(argv, built["pzone-model"], tmp_path / "elsewhere", env, tmp_path / "bento.log")
+    assert (result[LABEL], result[MODEL_VERSION]) == ("fallen", "pzone-tilt/9")
 
 
 def test_the_trainer_image_plans_its_stack_and_runs_dvc_without_git(

@@ -1,8 +1,9 @@
 """The model tier's contracts have one source: each test fails when a second spelling appears.
 
 The HTTP contract (path, multipart field, the answer's keys, the serving gauge) is ``pzone.tier_contract``; the
-service that ``bentoml serve`` runs is ``pzone_model.SERVICE``; the files the tier needs beside ``pzone_model`` are
-``BENTO_SOURCES``. They are looked for by shape in the syntax tree of every module that could copy them: the
+service that ``bentoml serve`` runs is ``pzone_model.SERVICE`` (the root service.py, bentofile.yaml's entry point,
+exposes it); the Bento's files are bentofile.yaml's ``include``, which the Dockerfile and dvc.yaml follow. The
+contract and the service path are looked for by shape in the syntax tree of every module that could copy them: the
 packages' sources, the tests' shared helpers and the benchmarks (test modules themselves may spell expected values
 out). Docstrings may name them.
 """
@@ -21,7 +22,7 @@ import yaml
 
 from pzone import tier_contract as contract
 from pzone_model import SERVICE
-from tests.support.code_scan import modules, where
+from tests.support.code_scan import docstrings, module_constant, modules, where
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
@@ -34,18 +35,6 @@ CORE_SOURCES = REPO / "core" / "src"
 # The path as a whole string, a URL's tail or the bare route name (BentoML's tracing takes that).
 PATH_SPELLING = re.compile(rf"^(\S*/)?{re.escape(contract.CLASSIFY_PATH.lstrip('/'))}$")
 ITEM_KEYS = {contract.LABEL, contract.PROBS, contract.MODEL_VERSION, contract.IMAGE_SIZE}
-
-
-def docstrings(tree: ast.Module) -> set[int]:
-    return {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-        and isinstance(node.body[0].value.value, str)
-    }
 
 
 def strings(tree: ast.Module) -> Iterator[tuple[ast.Constant, str]]:
@@ -130,7 +119,17 @@ def test_the_service_path_names_the_service_everywhere() -> None:
     module, _, name = SERVICE.partition(":")
     source = REPO / "serving" / "model" / "src" / (module.replace(".", "/") + ".py")
     assert name in {n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.ClassDef)}
-    assert yaml.safe_load((REPO / "bentofile.yaml").read_text())["service"] == SERVICE
+    # bentofile.yaml's service (what `bentoml serve` and `bentoml build` run at the root) is that very class.
+    entry, _, entry_name = yaml.safe_load((REPO / "bentofile.yaml").read_text())["service"].partition(":")
+    assert entry_name == name
+    exposed = [
+        node
+        for node in ast.parse((REPO / f"{entry.replace('.', '/')}.py").read_text()).body
+        if isinstance(node, ast.ImportFrom)
+        and node.module == module
+        and any(alias.name == name and alias.asname in (None, name) for alias in node.names)
+    ]
+    assert exposed, f"{entry}.py must import {name} from {module}"
     dockerfile = (REPO / "Dockerfile").read_text()
     stage = dockerfile.split("AS pzone-model\n", 1)[1].split("\nFROM ", 1)[0]
     command = next(line for line in stage.splitlines() if line.startswith("CMD "))
@@ -163,19 +162,24 @@ def core_files_imported(start: list[Path]) -> set[str]:
     return needed
 
 
-def test_the_bento_ships_every_file_the_tier_imports_and_the_four_lists_agree() -> None:
-    from pzone_training.bento import BENTO_SOURCES
+def test_the_bento_ships_every_file_the_tier_imports_and_the_package_stage_follows_it() -> None:
+    """bentofile.yaml's include is the one list of the Bento's sources: the tier and exactly the core files it
+    imports, each under a folder the root entry point puts on the import path; the package stage's deps (what
+    reruns it) hold them all. The Dockerfile's pzone-model COPY: tests/deploy/test_container_images.py."""
+    from pzone_training.bento import bento_sources
 
-    core = {dest for source, dest in BENTO_SOURCES if source.startswith("core/src/")}
-    assert core_files_imported(sorted(MODEL_SOURCES.rglob("*.py"))) == core
-    assert dict(BENTO_SOURCES)["serving/model/src/pzone_model"] == "pzone_model"
-    # bentofile.yaml's include (what a Bento build keeps of the context) and the package stage's deps (what
-    # reruns it); the Dockerfile's pzone-model COPY is held to BENTO_SOURCES by tests/deploy/test_container_images.
-    include = yaml.safe_load((REPO / "bentofile.yaml").read_text())["include"]
-    assert set(include) == {"pzone_model/**/*.py", *core}
+    sources = bento_sources(REPO)
+    folders = module_constant(REPO / "service.py", "SOURCE_FOLDERS")
+    assert "service.py" in sources
+    assert all(s == "service.py" or any(s.startswith(f"{f}/") for f in folders) for s in sources), sources
+    model = {p.relative_to(REPO).as_posix() for p in MODEL_SOURCES.rglob("*.py")}
+    assert model <= set(sources)
+    core = {s.removeprefix("core/src/") for s in sources if s.startswith("core/src/")}
+    assert core_files_imported([REPO / "service.py", *sorted(MODEL_SOURCES.rglob("*.py"))]) == core
+    assert set(sources) == {"service.py", *model, *(f"core/src/{c}" for c in core)}
     deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["package"]["deps"]
-    assert {source for source, _ in BENTO_SOURCES} <= set(deps)
-    assert {dep for dep in deps if dep.startswith("core/src/")} == {f"core/src/{dest}" for dest in core}
+    assert all(any(s == d or s.startswith(f"{d}/") for d in deps) for s in ["bentofile.yaml", *sources])
+    assert {dep for dep in deps if dep.startswith("core/src/")} == {f"core/src/{c}" for c in core}
 
 
 @pytest.mark.parametrize(

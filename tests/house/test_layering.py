@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.code_scan import docstrings
 from tests.support.paths import REPO
 
 # Workspace member folder -> (distribution, import package).
@@ -63,22 +64,14 @@ def closure(graph: dict[str, set[str]], dist: str) -> set[str]:
 def workspace_names_used(source: str) -> set[str]:
     """Workspace import packages a module imports or names in a string (docstrings aside)."""
     tree = ast.parse(source)
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-        and isinstance(node.body[0].value.value, str)
-    }
+    skip = docstrings(tree)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
             # A module path in a string (importlib, entry points, mock.patch targets): the dotted form only.
             names |= {m.group(1) for m in WORKSPACE_MODULE.finditer(node.value) if "." in m.group(0)}
     return names & set(IMPORT_NAMES.values())

@@ -1,5 +1,5 @@
 """The front calling a real model tier: the API (real PostgreSQL, local object store) against `bentoml serve` of the
-tier's service (``pzone_model.SERVICE``) with a tiny model in a private BentoML store.
+repository root (bentofile.yaml, as `uv run bentoml serve` there) with a tiny model in the session's BentoML store.
 
 An upload gets its verdict from the tier; with the tier stopped an upload still succeeds and is kept "pending"; once
 the tier is back on the same port, the API's own background retry fills the verdict in.
@@ -22,8 +22,9 @@ from pzone.db.engine import make_engine
 from pzone.db.models import Prediction
 from pzone.tilt import TILT_CLASSES
 from tests.support.api import make_app, signup
+from tests.support.bentoml_store import fresh_store
 from tests.support.photos import add_device, direct_upload, photo_bytes
-from tests.support.tiny_model import TierProcess, import_tiny, use_bentoml_home
+from tests.support.tiny_model import TierProcess, import_tiny
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,11 +35,10 @@ RETRY_INTERVAL_S = 0.5  # the API's background retry (default 30 s)
 
 
 @pytest.fixture
-def tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TierProcess]:
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # put back after the test
-    use_bentoml_home(tmp_path / "bentoml")
+def tier(tmp_path: Path) -> Iterator[TierProcess]:
+    home = fresh_store()
     import_tiny(tmp_path, FALLEN, MLFLOW_VERSION)
-    process = TierProcess(tmp_path / "bentoml", tmp_path / "tier.log")
+    process = TierProcess(home, tmp_path / "tier.log")
     process.start()
     try:
         yield process

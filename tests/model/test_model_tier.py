@@ -29,8 +29,9 @@ from pzone_model.runtime import (
     ort_threads,
     serving_workers,
 )
+from tests.support.bentoml_store import fresh_store
 from tests.support.paths import REPO
-from tests.support.tiny_model import TierProcess, import_tiny, jpeg, png, use_bentoml_home
+from tests.support.tiny_model import TierProcess, import_tiny, jpeg, png
 
 UPRIGHT, FALLEN = (5.0, 0.0, 0.0), (0.0, 0.0, 5.0)
 
@@ -206,7 +207,7 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
     from starlette.testclient import TestClient
 
     workdir = tmp_path_factory.mktemp("tier")
-    use_bentoml_home(workdir / "bentoml")
+    fresh_store()
     import_tiny(workdir, UPRIGHT, "1")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PZONE_MODEL_WATCH_INTERVAL_S", "0.2")
@@ -443,17 +444,19 @@ def test_hot_swap_fails_no_request(tier: Tier) -> None:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """The package stage's Bento, served: BentoML imports the service from the Bento's own copy of the sources
-    (ahead of the workspace's on the path), so a file the tier needs and the Bento lacks fails here.
+    (its source folders go ahead of the workspace's on the path), so a file the tier needs and the Bento lacks
+    fails here.
 
-    The Bento is built in a process of its own, as the package stage builds it: a build imports the service, whose
-    model reference would otherwise stay bound to this store for every later build in the test process."""
+    The model is imported and the Bento built in a process of their own, with a store of their own, as the package
+    stage does: a build imports the service, whose model reference would otherwise stay bound to this process's
+    store, and the module's in-process tier above follows that store."""
     home = tmp_path / "bentoml"
-    use_bentoml_home(home)
-    tag = import_tiny(tmp_path, FALLEN, "3")
     build = "import sys; from pathlib import Path; from pzone_training.bento import build_bento; "
-    build += "print(build_bento(Path(sys.argv[1]), sys.argv[2])[0])"
+    build += "from tests.support.tiny_model import import_tiny; "
+    build += f"tag = import_tiny(Path(sys.argv[2]), {FALLEN}, '3'); "
+    build += "print(build_bento(Path(sys.argv[1]), tag)[0])"
     built = subprocess.run(
-        [sys.executable, "-c", build, str(REPO), tag],
+        [sys.executable, "-c", build, str(REPO), str(tmp_path)],
         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"},
         cwd=REPO,
         capture_output=True,
@@ -462,7 +465,7 @@ def served(tmp_path: Path) -> Iterator[str]:
     )
     assert built.returncode == 0, built.stderr
     bento_tag = built.stdout.strip().splitlines()[-1]
-    tier = TierProcess(tmp_path / "bentoml", tmp_path / "tier.log", target=bento_tag)
+    tier = TierProcess(home, tmp_path / "tier.log", target=bento_tag)
     tier.env["PZONE_MODEL_WORKERS"] = "2"
     tier.start()
     try:

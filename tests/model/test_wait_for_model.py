@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pzone_model.wait_for_model import wait_for_model
-from tests.support.tiny_model import import_tiny, use_bentoml_home
+from tests.support.bentoml_store import fresh_store
+from tests.support.tiny_model import import_tiny
 
 
 class FakeStore:
@@ -69,8 +70,7 @@ def run_wait(home: Path, *args: str) -> subprocess.Popen[str]:
 
 @pytest.mark.integration
 def test_the_command_returns_once_a_model_is_imported_into_its_store(tmp_path: Path) -> None:
-    home = tmp_path / "bentoml"
-    use_bentoml_home(home)
+    home = fresh_store()  # this process imports into it, the command waits on it
     waiting = run_wait(home, "--interval-s", "0.2")
     try:
         time.sleep(2.0)  # its interpreter is up and it has looked at the empty store at least once

@@ -178,6 +178,55 @@ def test_retrain_reports_the_failing_stage(tmp_path: Path) -> None:
     assert "retrain failed in stage snapshot" in done.stdout and "no labeled photos" in done.stdout
 
 
+def live_scored(root: Path, version: str) -> tuple[int, int]:
+    """(scored, pending_label) of ``version``'s predictions on the project's platform."""
+    from sqlalchemy.orm import Session
+
+    from pzone.accuracy import live_accuracy
+    from pzone.db.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{root / '.pzone' / 'pzone.db'}")
+    try:
+        with Session(engine) as session:
+            report = live_accuracy(session, model_version=version)
+    finally:
+        engine.dispose()
+    found = [v for v in report["versions"] if v["model_version"] == version]
+    return (found[0]["scored"], found[0]["pending_label"]) if found else (0, 0)
+
+
+@pytest.mark.e2e
+def test_retrain_refreshes_the_platforms_labels_before_the_pipeline(tmp_path: Path) -> None:
+    """The snapshot stage only reads; retrain stores the sensor labels (the project's params) before `dvc repro`,
+    even when a stage then fails, so live accuracy scores the served model's verdicts."""
+    from sqlalchemy.orm import Session
+
+    from pzone.db.engine import make_engine
+    from pzone.db.models import Prediction
+
+    broken = {
+        **TINY,
+        "prepare": {**TINY["prepare"], "image_size": 8},
+    }  # prepare refuses it, after the snapshot
+    root = make_project(tmp_path / "p", broken)
+    seeded = populate_platform(root, 20, seed=2)
+    engine = make_engine(f"sqlite:///{root / '.pzone' / 'pzone.db'}")
+    with Session(engine) as session:
+        session.add_all(
+            Prediction(photo_id=photo.photo_id, model_version="pzone-tilt/1", label=photo.state)
+            for photo in seeded.photos[:5]
+        )
+        session.commit()
+    engine.dispose()
+    assert live_scored(root, "pzone-tilt/1") == (0, 5)  # no label stored yet
+
+    done = pzone_retrain(root, project_env(root))
+    out = done.stdout
+    assert done.returncode == 1 and "retrain failed in stage prepare" in out, out + done.stderr
+    assert out.index("labels refreshed: 20 of 20 stored photos") < out.index("Running stage 'snapshot'"), out
+    assert live_scored(root, "pzone-tilt/1") == (5, 0)
+
+
 @pytest.mark.unit
 def test_retrain_outside_a_project_exits_2(tmp_path: Path) -> None:
     done = pzone_retrain(tmp_path, {**os.environ, "PZONE_DATA_DIR": str(tmp_path)})

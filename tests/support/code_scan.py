@@ -1,9 +1,12 @@
-"""Reading the workspace's own code as syntax trees, for the house tests that look for a contract's second spelling."""
+"""Reading the workspace's own code as syntax trees, for the house tests that look for a contract's second spelling
+and the tests that read a module's constants without importing it."""
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from tests.support.paths import REPO
 
@@ -23,5 +26,28 @@ def modules() -> Iterator[tuple[str, ast.Module]]:
             yield path.relative_to(REPO).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
 
 
+def docstrings(tree: ast.Module) -> set[int]:
+    """The ids of the docstring nodes of a syntax tree (module, classes, functions): prose that may name anything."""
+    return {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    }
+
+
 def where(path: str, node: ast.AST) -> str:
     return f"{path}:{getattr(node, 'lineno', '?')}"
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """The literal value a module assigns to ``name`` at its top level, read without importing the module."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{path} assigns no {name} at its top level")

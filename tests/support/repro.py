@@ -32,8 +32,8 @@ def project_env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PZONE_", "MLFLOW_", "BENTOML_"))}
     env.update(
         PZONE_DATA_DIR=str(root / ".pzone"),
-        # The project's own model store (what the package stage defaults to), whatever an earlier test pointed
-        # this process's BentoML at.
+        # The project's own model store: never the user's (BentoML's default, where the package stage imports when
+        # the variable is unset) nor the test session's.
         BENTOML_HOME=str(root / ".pzone" / "bentoml"),
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",

@@ -1,4 +1,5 @@
-"""Tiny models and a private BentoML store for the model tier's tests (no training, no torch needed).
+"""Tiny models and the model tier as a process for the model tier's tests (no training, no torch needed); the
+store they go into is the test session's (tests/support/bentoml_store.py) or a subprocess's own.
 
 ``tiny_onnx`` writes a model with the served graph's interface (uint8 (N, S, S, 3) → probs (N, 3)): the mean colour
 through a linear layer; ``bias`` decides which class wins, so two models are easy to tell apart.
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pzone.tilt import TILT_CLASSES
-from pzone_model import SERVICE, serve_command
+from pzone_model import serve_command
 from tests.support.paths import REPO
 from tests.support.services import free_port
 
@@ -61,23 +62,8 @@ def tiny_onnx(path: Path, bias: Sequence[float], image_size: int = 32) -> Path:
     return path
 
 
-def use_bentoml_home(home: Path) -> None:
-    """Point this process's BentoML (and the subprocesses it starts) at a private store."""
-    from bentoml._internal.bento import BentoStore
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    for sub in ("models", "bentos", "tmp", "envs"):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-    os.environ["BENTOML_HOME"] = str(home)
-    BentoMLContainer.bentoml_home.set(str(home))
-    BentoMLContainer.model_store.set(ModelStore(str(home / "models")))
-    BentoMLContainer.bento_store.set(BentoStore(str(home / "bentos")))
-    BentoMLContainer.tmp_bento_store_dir.set(str(home / "tmp"))
-
-
 def import_tiny(workdir: Path, bias: Sequence[float], mlflow_version: str, image_size: int = 32) -> str:
-    """A tiny model imported into the current store as the package stage does; returns its tag."""
+    """A tiny model imported into this process's store as the package stage does; returns its tag."""
     from pzone_training.bento import import_model
 
     onnx_path = tiny_onnx(workdir / f"tiny-{mlflow_version}.onnx", bias, image_size)
@@ -117,10 +103,11 @@ def wait_ready(
 class TierProcess:
     """``bentoml serve`` of the model tier on a fixed port, so that it can be stopped and started again.
 
-    ``target``: the service from the workspace's sources, or a built Bento's tag (served from the Bento's own
-    source folder)."""
+    ``target``: the repository root as a BentoML project (bentofile.yaml: what ``uv run bentoml serve`` there
+    serves), the service's import path (:data:`pzone_model.SERVICE`), or a built Bento's tag (served from the
+    Bento's own source folder)."""
 
-    def __init__(self, bentoml_home: Path, log: Path, target: str = SERVICE) -> None:
+    def __init__(self, bentoml_home: Path, log: Path, target: str = str(REPO)) -> None:
         self.target = target
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

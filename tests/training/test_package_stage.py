@@ -3,9 +3,11 @@ parity failure that imports nothing, rollback to an older import, the Bento buil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,16 +15,26 @@ import pytest
 import yaml
 
 from pzone_training import package as pkg
-from pzone_training.bento import BENTOFILE, Imported, build_bento, import_model
+from pzone_training.bento import (
+    BENTOFILE,
+    BentoError,
+    Imported,
+    bento_sources,
+    build_bento,
+    import_model,
+    store_home,
+)
 from pzone_training.champion import CHECKPOINT_ARTIFACT, Champion, load_torch_champion
 from pzone_training.onnx_export import ParityError
+from tests.support.bentoml_store import fresh_store
 from tests.support.paths import REPO
-from tests.support.tiny_model import META, import_tiny, tiny_onnx, use_bentoml_home
+from tests.support.tiny_model import META, import_tiny, tiny_onnx
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    use_bentoml_home(tmp_path / "bentoml")
+    """An empty BentoML store for this process; the test's work folder."""
+    fresh_store()
     return tmp_path
 
 
@@ -119,6 +131,7 @@ def test_rollback_makes_the_older_import_latest_again(store: Path) -> None:
     back, _ = pkg.package_model(must_not_load, {"mlflow_version": "1"}, store / "none", store / "work")
     assert back == Imported(first, "made-latest")
     assert str(bentoml.models.get("pzone-tilt:latest").tag) == first
+    assert store_home(first) == Path(os.environ["BENTOML_HOME"])  # what reports/package.json records
     assert pkg.package_model(must_not_load, {"mlflow_version": "1"}, store, store)[0].action == "reused"
 
 
@@ -160,7 +173,7 @@ def test_bentofile_pins_are_the_installed_versions() -> None:
     config = yaml.safe_load((REPO / BENTOFILE).read_text())
     pins = dict(p.split("==") for p in config["python"]["packages"])
     assert {name: version(name) for name in pins} == pins
-    assert config["service"] == "pzone_model.service:PZoneTilt"
+    assert config["service"] == "service:PZoneTilt"  # the repository root's service.py
     assert config["python"]["lock_packages"] is False  # builds offline
 
 
@@ -176,14 +189,66 @@ def test_build_bento_packs_the_champion_and_is_reused(store: Path) -> None:
     assert [str(m.tag) for m in bento.info.all_models] == [tag]
     src = Path(bento.path) / "src"
     for name in (
-        "pzone_model/service.py",
-        "pzone_model/runtime.py",
-        "pzone/preprocess.py",
-        "pzone/settings.py",
-        "pzone/tilt.py",
+        "service.py",
+        "serving/model/src/pzone_model/service.py",
+        "serving/model/src/pzone_model/runtime.py",
+        "core/src/pzone/preprocess.py",
+        "core/src/pzone/settings.py",
+        "core/src/pzone/tilt.py",
     ):
         assert (src / name).is_file(), name
-    assert not (src / "pzone" / "db").exists()  # no database stack in the model tier
+    assert not (src / "core" / "src" / "pzone" / "db").exists()  # no database stack in the model tier
+    assert bento.info.labels["model_tag"] == tag
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime==1.32.0" in requirements and "torch" not in requirements
     assert build_bento(REPO, tag) == (bento_tag, "reused")
+
+
+@pytest.mark.unit
+def test_the_bentos_sources_are_the_bentofiles_include(tmp_path: Path) -> None:
+    """Listed as BentoML matches them; a pattern that would not mean the same (not anchored) or that matches
+    nothing is refused before any build."""
+    sources = bento_sources(REPO)
+    assert "service.py" in sources and "serving/model/src/pzone_model/service.py" in sources
+    assert "core/src/pzone/tier_contract.py" in sources and "core/src/pzone/db/models.py" not in sources
+    assert not any("__pycache__" in s or not s.endswith(".py") for s in sources)
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("")
+    for include, error in (
+        (["service.py"], "must be a path from the root"),
+        (["/nothing/**/*.py"], "matches no file"),
+    ):
+        (tmp_path / BENTOFILE).write_text(yaml.safe_dump({"include": include}))
+        with pytest.raises(BentoError, match=error):
+            bento_sources(tmp_path)
+    (tmp_path / BENTOFILE).write_text(yaml.safe_dump({"include": ["/pkg/"]}))
+    assert bento_sources(tmp_path) == ["pkg/a.py"]
+
+
+@pytest.mark.unit
+def test_a_bento_without_exactly_its_sources_is_deleted_and_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What BentoML copied is checked against the list (a .bentoignore or an `exclude` could drop a file the tier
+    imports): the Bento is deleted again and the stage fails with what differs."""
+    import bentoml
+
+    src = tmp_path / "bento" / "src"
+    for rel in [BENTOFILE, *bento_sources(REPO)]:
+        if rel != "core/src/pzone/tilt.py":
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_text("")
+
+    built = SimpleNamespace(
+        tag="pzone-tilt-service:abc",
+        path=str(tmp_path / "bento"),
+        info=SimpleNamespace(all_models=[SimpleNamespace(tag="pzone-tilt:v1")]),
+    )
+    deleted: list[str] = []
+    monkeypatch.setattr(bentoml.bentos, "list", lambda *a, **k: [])
+    monkeypatch.setattr(bentoml.bentos, "build_bentofile", lambda *a, **k: built)
+    monkeypatch.setattr(bentoml.bentos, "delete", deleted.append)
+    with pytest.raises(BentoError, match=r"missing \['core/src/pzone/tilt.py'\]"):
+        build_bento(REPO, "pzone-tilt:v1")
+    assert deleted == ["pzone-tilt-service:abc"]

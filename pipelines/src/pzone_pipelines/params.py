@@ -9,11 +9,13 @@ from typing import Any
 
 import yaml
 
+from pzone.errors import UserError
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or lacks a section a stage needs."""
+class ParamsError(UserError, ValueError):
+    """params.yaml is missing, unreadable or lacks a section a stage needs (a sentence for the user, no stack)."""
 
 
 def read_mapping(path: Path, what: str, missing: str, error: type[Exception] = ParamsError) -> dict[str, Any]:

@@ -206,4 +206,6 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from pzone.cli.common import run_command
+
+    run_command(main)

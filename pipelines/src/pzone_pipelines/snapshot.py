@@ -5,8 +5,12 @@ its output depends only on the platform's labeled photos: same state → byte-id
 DVC hash → DVC skips everything downstream. It is incremental: image files already in the snapshot are kept,
 only new objects are fetched, files no longer labeled are removed.
 
-Labels are refreshed first (the sensor join of :mod:`pzone.labels`, with the ``labels`` section of params.yaml),
-so a snapshot always reflects the readings stored so far; manual labels win.
+The stage only reads the platform (a read-only connection: :mod:`pzone.db.readonly`): the sensor labels are
+computed in memory from the readings stored so far, with the ``labels`` section of params.yaml
+(:func:`pzone.labels.labeled_photos` with ``params``, the same computation a refresh upserts); the operator's
+labels are read from their rows, and win. Storing the sensor labels is the platform's work (`pzone retrain`).
+No platform, an unreadable one or one without labeled photos stops the stage with a sentence naming the ways to
+get data (:data:`GET_DATA`).
 """
 
 from __future__ import annotations
@@ -20,17 +24,25 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
+from pzone.errors import UserError
 from pzone.storage import ObjectNotFound, ObjectStore
 from pzone.tilt import TILT_CLASSES
+
+if TYPE_CHECKING:
+    from pzone.labels import LabeledPhoto, LabelParams
 
 MANIFEST = "manifest.json"
 SKIPPED = "skipped.json"
 IMAGES = "images"
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+GET_DATA = (
+    "get a dataset: `pzone dataset pull` (the shared dataset) or `pzone dataset seed` (a local one, in a minute "
+    "or two)"
+)
 
 
 class LabeledRow(Protocol):
@@ -84,8 +96,11 @@ class SnapshotResult:
         return dict(sorted(Counter(entry.label for entry in self.entries).items()))
 
 
-class EmptyDataset(RuntimeError):
+class EmptyDataset(UserError, RuntimeError):
     """Nothing to learn from: no labeled photo survived."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, GET_DATA)
 
 
 def plan_entries(
@@ -264,58 +279,69 @@ def take_snapshot(
     return SnapshotResult(kept, skipped, fetched, reused, removed)
 
 
+def read_platform(url: str, label_params: LabelParams) -> list[LabeledPhoto]:
+    """The platform's labeled photos (sensor labels computed with ``label_params``), read without writing.
+
+    ``DatabaseUnavailable`` (its hint naming the ways to get data) when there is no database at ``url``, it cannot
+    be reached, or its schema is not the code's.
+    """
+    from sqlalchemy.orm import Session
+
+    from pzone.db.readonly import MISSING, DatabaseUnavailable, check_readable, read_only_engine
+    from pzone.labels import labeled_photos
+
+    engine = read_only_engine(url)
+    try:
+        try:
+            check_readable(url, engine)
+        except DatabaseUnavailable as exc:
+            elsewhere = "point PZONE_DATA_DIR (or PZONE_DATABASE_URL) at a platform"
+            also = elsewhere if exc.reason == MISSING else exc.hint
+            raise DatabaseUnavailable(str(exc), exc.reason, f"{GET_DATA}; or {also}") from None
+        with Session(engine) as session:
+            return labeled_photos(session, params=label_params)
+    finally:
+        engine.dispose()
+
+
 def main(
     out: Annotated[Path, typer.Option(help="Snapshot folder (a DVC output).")] = Path("data/snapshot"),
     params_file: Annotated[Path, typer.Option("--params", help="params.yaml to read.")] = Path("params.yaml"),
 ) -> None:
-    """Refresh labels from the stored readings, then export the labeled photos to a snapshot folder."""
+    """Export the platform's labeled photos (sensor labels computed from the readings) to a snapshot folder."""
     from rich.console import Console
     from rich.progress import Progress
-    from sqlalchemy.orm import Session
 
-    from pzone.db.engine import make_engine
-    from pzone.labels import LabelParams, labeled_photos, refresh_labels
+    from pzone.labels import LabelParams
     from pzone.storage import object_store_from_settings
-    from pzone_pipelines.params import load_params, section
+    from pzone_pipelines.params import ParamsError, load_params, section
     from pzone_pipelines.settings import Settings
 
     console = Console(stderr=True)
+    params = load_params(params_file)
+    snap = section(params, "snapshot")
     try:
-        params = load_params(params_file)
-        snap = section(params, "snapshot")
         label_params = LabelParams.from_mapping(section(params, "labels"))
         min_quality = float(snap.get("min_quality", 0.0))
         workers = int(snap.get("workers", 8))
-    except (ValueError, TypeError) as exc:  # ParamsError and the labels' own validation are ValueErrors
-        console.print(f"[red]snapshot failed:[/red] {exc}")
-        raise typer.Exit(1) from None
+    except (ValueError, TypeError) as exc:  # the labels' own validation, a snapshot knob of the wrong type
+        raise ParamsError(f"{params_file}: {exc}") from None
     settings = Settings()
-    engine = make_engine(settings.sqlalchemy_url)
-    try:
-        with Session(engine) as session:
-            stats = refresh_labels(session, label_params)
-            session.commit()
-            rows = labeled_photos(session)
-    finally:
-        engine.dispose()
-    console.print(f"labels refreshed: {stats}")
+    rows = read_platform(settings.sqlalchemy_url, label_params)
+    console.print(f"labeled photos on the platform: {len(rows)} (sensor labels computed, nothing written)")
     store = object_store_from_settings(settings)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("fetching new photos", total=None)
-        try:
-            result = take_snapshot(
-                rows,
-                store,
-                out,
-                classes=TILT_CLASSES,
-                min_quality=min_quality,
-                workers=workers,
-                on_total=lambda n: progress.update(task, total=n),
-                on_done=lambda: progress.advance(task),
-            )
-        except EmptyDataset as exc:
-            console.print(f"[red]snapshot failed:[/red] {exc}")
-            raise typer.Exit(1) from None
+        result = take_snapshot(
+            rows,
+            store,
+            out,
+            classes=TILT_CLASSES,
+            min_quality=min_quality,
+            workers=workers,
+            on_total=lambda n: progress.update(task, total=n),
+            on_done=lambda: progress.advance(task),
+        )
     console.print(
         f"snapshot: {len(result.entries)} images {result.class_counts()}, fetched {result.fetched}, "
         f"kept {result.reused}, removed {result.removed}, skipped {len(result.skipped)}"
@@ -323,4 +349,6 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from pzone.cli.common import run_command
+
+    run_command(main)

@@ -11,7 +11,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,20 @@ def embedded_broker_settings(broker_port: int) -> dict[str, Any]:
         "mqtt_protocol": "3.1.1",
         "ingest_shared_group": "",
     }
+
+
+@contextmanager
+def scoped_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """``env`` as this process's whole environment while the block runs (every Settings() in the stack's threads
+    reads it); the previous one restored after."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def uses_external_broker() -> bool:
@@ -191,6 +206,13 @@ def wait_until(
             return False
         stop.wait(step_s)
     return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

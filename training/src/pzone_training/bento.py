@@ -1,9 +1,10 @@
 """The model tier's model in the BentoML store, and the Bento that serves it.
 
-An ONNX graph is imported as ``pzone-tilt`` into the store (``$BENTOML_HOME``), labelled with its MLflow version;
-the Bento is built from ``bentofile.yaml``. Both are reused when the champion (and the serving code) did not
-change; a champion that moved back to an older import is made ``latest`` again, which is what the serving tier
-follows.
+An ONNX graph is imported as ``pzone-tilt`` into BentoML's store (``$BENTOML_HOME``, BentoML's default
+``~/bentoml`` when unset: the store ``bentoml serve`` at the repository root reads), labelled with its MLflow
+version; the Bento is built at the repository root from ``bentofile.yaml``, as ``bentoml build`` builds it. Both
+are reused when the champion (and the serving code) did not change; a champion that moved back to an older import
+is made ``latest`` again, which is what the serving tier follows. BentoML's public API only.
 """
 
 from __future__ import annotations
@@ -12,29 +13,17 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BENTOFILE = "bentofile.yaml"
-# What the Bento's source holds, relative to the repository root → inside the build context. The model tier needs
-# only these files of pzone-core (settings, the tilt classes its defaults read, the shared preprocessing, the HTTP
-# contract it answers), not its database stack.
-BENTO_SOURCES: tuple[tuple[str, str], ...] = (
-    ("serving/model/src/pzone_model", "pzone_model"),
-    ("core/src/pzone/__init__.py", "pzone/__init__.py"),
-    ("core/src/pzone/settings.py", "pzone/settings.py"),
-    ("core/src/pzone/tilt.py", "pzone/tilt.py"),
-    ("core/src/pzone/preprocess.py", "pzone/preprocess.py"),
-    ("core/src/pzone/tier_contract.py", "pzone/tier_contract.py"),
-)
 
 
 class BentoError(RuntimeError):
-    """The built Bento does not pack the champion; it was deleted again."""
+    """The Bento cannot be built as bentofile.yaml says, or the one built is not the champion's with exactly the
+    listed sources (it was deleted again)."""
 
 
 @dataclass(frozen=True)
@@ -64,20 +53,26 @@ def find_imported(name: str, mlflow_version: str) -> Any | None:
 def make_latest(tag: str) -> bool:
     """Point ``<name>:latest`` at this stored model (what the serving tier and a Bento build follow).
 
-    BentoML keeps the pointer as the file ``<store>/<name>/latest``; it moves by itself only on a newer import.
+    BentoML keeps the pointer as the file ``latest`` beside the model's versions (``<store>/<name>/latest``) and
+    moves it by itself only on a newer import; ``bentoml.models`` has no call that moves it back.
     """
     import bentoml
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.tag import Tag
 
     stored = bentoml.models.get(tag)
     if str(bentoml.models.get(f"{stored.tag.name}:latest").tag) == str(stored.tag):
         return False
-    latest = Path(BentoMLContainer.model_store.get()._path) / Tag(stored.tag.name, None).latest_path()
+    latest = Path(stored.path).parent / "latest"
     tmp = latest.with_suffix(".tmp")
     tmp.write_text(str(stored.tag.version))
     os.replace(tmp, latest)  # the watcher may be reading it
     return True
+
+
+def store_home(tag: str) -> Path:
+    """The BentoML store (its home folder) that holds this model."""
+    import bentoml
+
+    return Path(bentoml.models.get(tag).path).parents[2]  # <home>/models/<name>/<version>
 
 
 def reuse_imported(stored: Any) -> Imported:
@@ -114,56 +109,72 @@ def _plain(meta: Mapping[str, Any]) -> dict[str, Any]:
 # --- the Bento ------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def build_context(root: Path) -> Iterator[Path]:
-    """A temporary build context: bentofile.yaml and exactly the sources the Bento needs, at import paths."""
-    with tempfile.TemporaryDirectory(prefix="pzone-bento-") as tmp:
-        ctx = Path(tmp)
-        shutil.copyfile(root / BENTOFILE, ctx / BENTOFILE)
-        for source, dest in BENTO_SOURCES:
-            src, dst = root / source, ctx / dest
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copyfile(src, dst)
-        yield ctx
+def _bentofile(root: Path) -> dict[str, Any]:
+    import yaml
+
+    return dict(yaml.safe_load((root / BENTOFILE).read_text(encoding="utf-8")) or {})
 
 
-def source_hash(ctx: Path) -> str:
+def bento_sources(root: Path) -> list[str]:
+    """The files a Bento build at ``root`` takes in (bentofile.yaml's ``include``), relative to ``root``.
+
+    Every pattern must be anchored (a leading ``/``): BentoML matches them gitignore-style, where an anchored
+    pattern means what a glob from the root means; a bare name would match in every folder of the context.
+    """
+    found: set[str] = set()
+    for pattern in _bentofile(root).get("include") or []:
+        if not pattern.startswith("/"):
+            raise BentoError(
+                f"{BENTOFILE}: include {pattern!r} must be a path from the root, with a leading '/'"
+            )
+        matched: set[Path] = set()
+        for path in root.glob(pattern.lstrip("/")):
+            matched |= set(path.rglob("*")) if path.is_dir() else {path}
+        files = {
+            p.relative_to(root).as_posix() for p in matched if p.is_file() and "__pycache__" not in p.parts
+        }
+        if not files:
+            raise BentoError(f"{BENTOFILE}: include {pattern!r} matches no file under {root}")
+        found |= files
+    return sorted(found)
+
+
+def source_hash(root: Path, sources: list[str]) -> str:
+    """What the Bento's code is made of: bentofile.yaml and every source file, names and contents."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in ctx.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(ctx).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in [BENTOFILE, *sources]:
+        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
 def build_bento(root: Path, model_tag: str) -> tuple[str, str]:
-    """Build the Bento for this model (reused when one with the same model and sources exists)."""
+    """Build the Bento for this model at ``root`` (reused when one with the same model and sources exists).
+
+    Raises BentoError (the Bento deleted again) when it does not pack ``model_tag`` or its source is not exactly
+    :func:`bento_sources`."""
     import bentoml
 
-    with build_context(root) as ctx:
-        code = source_hash(ctx)
-        name = _bento_name(ctx / BENTOFILE)
-        for bento in _list_bentos(name):
-            if (
-                bento.info.labels.get("model_tag") == model_tag
-                and bento.info.labels.get("source_hash") == code
-            ):
-                return str(bento.tag), "reused"
-        bento = bentoml.bentos.build_bentofile(
-            str(ctx / BENTOFILE), build_ctx=str(ctx), labels={"model_tag": model_tag, "source_hash": code}
-        )
+    sources = bento_sources(root)
+    code = source_hash(root, sources)
+    for bento in _list_bentos(_bentofile(root).get("name")):
+        if bento.info.labels.get("model_tag") == model_tag and bento.info.labels.get("source_hash") == code:
+            return str(bento.tag), "reused"
+    bento = bentoml.bentos.build_bentofile(
+        str(root / BENTOFILE), build_ctx=str(root), labels={"model_tag": model_tag, "source_hash": code}
+    )
     packed = [str(m.tag) for m in bento.info.all_models]
+    src = Path(bento.path) / "src"
+    held = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    problem = None
     if packed != [model_tag]:
+        problem = f"the Bento packed {packed}, not the champion {model_tag}: is it `latest`?"
+    elif held != sorted([BENTOFILE, *sources]):
+        extra, missing = sorted(set(held) - {BENTOFILE, *sources}), sorted(set(sources) - set(held))
+        problem = f"the Bento's source is not {BENTOFILE}'s include (extra {extra}, missing {missing})"
+    if problem:
         bentoml.bentos.delete(str(bento.tag))
-        raise BentoError(f"the Bento packed {packed}, not the champion {model_tag}: is it `latest`?")
+        raise BentoError(problem)
     return str(bento.tag), "built"
-
-
-def _bento_name(bentofile: Path) -> str | None:
-    import yaml
-
-    return (yaml.safe_load(bentofile.read_text()) or {}).get("name")
 
 
 def _list_bentos(name: str | None) -> list[Any]:

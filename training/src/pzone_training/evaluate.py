@@ -191,4 +191,6 @@ def main(
 
 if __name__ == "__main__":
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    typer.run(main)
+    from pzone.cli.common import run_command
+
+    run_command(main)

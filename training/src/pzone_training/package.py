@@ -3,8 +3,9 @@
 1. Find ``<model name>@champion`` in MLflow and its torch weights (:mod:`pzone_training.champion`).
 2. Export it to the model tier's ONNX graph and check parity on the test split, ONNX Runtime against torch
    (:mod:`pzone_training.onnx_export`). A failure stops the stage and imports nothing.
-3. Import it as ``pzone-tilt`` into the BentoML store (``$BENTOML_HOME``, default ``$PZONE_DATA_DIR/bentoml``),
-   labelled with its MLflow version, and build the Bento from ``bentofile.yaml`` (:mod:`pzone_training.bento`).
+3. Import it as ``pzone-tilt`` into BentoML's store (``$BENTOML_HOME``, else BentoML's default ``~/bentoml``: the
+   store that ``bentoml serve`` at the repository root reads), labelled with its MLflow version, and build the
+   Bento from ``bentofile.yaml`` at the project root, as ``bentoml build`` does (:mod:`pzone_training.bento`).
    Both are reused when the champion (and the serving code) did not change.
 
 Writes ``reports/package.json``.
@@ -30,6 +31,7 @@ from pzone_training.bento import (
     find_imported,
     import_model,
     reuse_imported,
+    store_home,
 )
 from pzone_training.champion import find_champion, load_torch_champion
 from pzone_training.onnx_export import (
@@ -116,8 +118,6 @@ def main(
 
     console = Console(stderr=True)
     settings = Settings()
-    # Before bentoml is imported: it reads BENTOML_HOME once. The store stays inside the data folder.
-    os.environ.setdefault("BENTOML_HOME", str((settings.data_dir / "bentoml").resolve()))
     configure_mlflow(settings)
     from mlflow import MlflowClient
 
@@ -160,7 +160,7 @@ def main(
         "bento_action": bento_action,
         "parity": {**asdict(parity), "ok": parity.ok},
         "labels": labels,
-        "bentoml_home": os.environ["BENTOML_HOME"],
+        "bentoml_home": str(store_home(imported.tag)),
         "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -173,4 +173,6 @@ def main(
 
 if __name__ == "__main__":
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    typer.run(main)
+    from pzone.cli.common import run_command
+
+    run_command(main)

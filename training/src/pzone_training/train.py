@@ -330,4 +330,6 @@ def main(
 
 if __name__ == "__main__":
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # MLflow probes git; a missing git binary is fine.
-    typer.run(main)
+    from pzone.cli.common import run_command
+
+    run_command(main)

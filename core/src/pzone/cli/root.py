@@ -3,12 +3,14 @@
 Core knows none of the other packages. Each package that has commands declares an entry point in the group
 ``pzone.commands`` naming a ``register(app)`` function, which adds its commands to the root; so an image that
 installs only its own package (plus core) has exactly that package's commands, and `pzone --help` on a developer's
-machine, where the whole workspace is installed, lists them all.
+machine, where the whole workspace is installed, lists them all. Several packages may add commands to one group
+(``pzone dataset …``) through :func:`command_group`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -19,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pzone.cli.common import fail
+from pzone.cli.common import DEBUG_ENV, fail, run_cli
 from pzone.cli.db import db_app
 from pzone.cli.logs import logs_app
 
@@ -46,8 +48,19 @@ def _setup(
             envvar="PZONE_LOG_DIR",
         ),
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help=f"Show the traceback of an unexpected error (also {DEBUG_ENV}=1).",
+            envvar=DEBUG_ENV,
+        ),
+    ] = False,
 ) -> None:
     from rich.logging import RichHandler
+
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # read where an error is reported, and by the stages a command starts
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -78,14 +91,47 @@ def command_names(target: typer.Typer) -> set[str]:
     return set(_names(target.registered_commands, target.registered_groups))
 
 
+# Groups that several packages add commands to, and their help (one spelling, whichever package loads first).
+SHARED_GROUPS = {
+    "dataset": "The training dataset: seed a local one, pull the one a model trained on, import your photos.",
+}
+
+
+def command_group(target: typer.Typer, name: str) -> typer.Typer:
+    """The group ``name`` of ``target``, created on first use (help from :data:`SHARED_GROUPS`): how several
+    plugins add commands to one group. A command (not a group) of that name is a :class:`PluginConflict`."""
+    for info in target.registered_groups:
+        if info.name == name and info.typer_instance is not None:
+            return info.typer_instance
+    if name in _names(target.registered_commands, []):
+        raise PluginConflict(f"{name} is a command, not a group of commands")
+    group = typer.Typer(help=SHARED_GROUPS.get(name), no_args_is_help=True)
+    target.add_typer(group, name=name)
+    return group
+
+
+def _group_clashes(target: typer.Typer) -> list[str]:
+    """``group command`` for every command name a group of ``target`` holds twice."""
+    clashes = []
+    for info in target.registered_groups:
+        if info.typer_instance is None:
+            continue
+        inner = info.typer_instance
+        names = _names(inner.registered_commands, inner.registered_groups)
+        clashes += [f"{info.name} {dup}" for dup in sorted({n for n in names if names.count(n) > 1})]
+    return clashes
+
+
 def register_plugins(target: typer.Typer, plugins: list[tuple[str, Callable[[typer.Typer], None]]]) -> None:
-    """Let each plugin add its commands to ``target``; a name registered twice is an error, not a silent shadow."""
+    """Let each plugin add its commands to ``target``; a name registered twice (at the top or inside a shared
+    group) is an error, not a silent shadow."""
     for name, register in plugins:
         before = command_names(target)
         commands, groups = len(target.registered_commands), len(target.registered_groups)
         register(target)
         added = _names(target.registered_commands[commands:], target.registered_groups[groups:])
         clashes = sorted(set(added) & before | {a for a in added if added.count(a) > 1})
+        clashes += _group_clashes(target)
         if clashes:
             raise PluginConflict(f"the plugin {name!r} registers {', '.join(clashes)} again")
 
@@ -115,4 +161,4 @@ def load_plugins() -> typer.Typer:
 
 
 def main() -> None:
-    load_plugins()()
+    run_cli(load_plugins())

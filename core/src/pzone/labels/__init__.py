@@ -1,11 +1,13 @@
 """Labels from telemetry: each stored photo gets the tilt class its device measured when the photo was taken.
 
 * :mod:`.decision` — the pure decision (:func:`label_for`) and its parameters (:class:`LabelParams`);
-* :mod:`.refresh` — :func:`refresh_labels`: the decision for every stored photo, fed from the database in batches
-  and upserted into ``photo_labels``;
+* :mod:`.refresh` — :func:`sensor_labels`: the decision for every stored photo, fed from the database in batches
+  (reads only); :func:`refresh_labels`: the same, upserted into ``photo_labels`` (platform work: `pzone retrain`,
+  ``--auto``, `pzone dataset seed`);
 * :mod:`.manual` — :func:`set_manual_label`: an operator's label wins over the sensor's and survives every refresh;
 * :mod:`.rows` — which label of a row counts (:func:`effective_label`, :func:`measured_of`) and the sources;
-* :mod:`.training_set` — :func:`labeled_photos`: the photos the training snapshot takes.
+* :mod:`.training_set` — :func:`labeled_photos`: the photos the training snapshot takes (with ``params``: the
+  sensor's labels computed now, nothing written).
 
 Nothing here commits: the caller owns the transaction.
 """
@@ -28,7 +30,7 @@ from pzone.labels.decision import (
     reading_time,
 )
 from pzone.labels.manual import set_manual_label
-from pzone.labels.refresh import BATCH_SIZE, LabelStats, refresh_labels
+from pzone.labels.refresh import BATCH_SIZE, LabelStats, SensorLabel, refresh_labels, sensor_labels
 from pzone.labels.rows import (
     MANUAL_QUALITY,
     SOURCE_MANUAL,
@@ -60,6 +62,7 @@ __all__ = [
     "LabeledPhoto",
     "Measured",
     "ReadingPoint",
+    "SensorLabel",
     "as_utc",
     "effective_label",
     "label_for",
@@ -68,5 +71,6 @@ __all__ = [
     "measured_of",
     "reading_time",
     "refresh_labels",
+    "sensor_labels",
     "set_manual_label",
 ]

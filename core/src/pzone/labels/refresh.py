@@ -1,5 +1,6 @@
-"""The sensor's labels in ``photo_labels``: every stored photo's :func:`~pzone.labels.decision.label_for`, fed from
-the database in batches and upserted; the operator's columns are never touched. Nothing here commits."""
+"""The sensor's labels of stored photos: every photo's :func:`~pzone.labels.decision.label_for`, fed from the
+database in batches — computed (:func:`sensor_labels`, which only reads) and upserted into ``photo_labels``
+(:func:`refresh_labels`, which writes the sensor's columns and never the operator's). Nothing here commits."""
 
 from __future__ import annotations
 
@@ -153,6 +154,32 @@ def _decide(
     return label_for(taken, points[low:high], params)
 
 
+@dataclass(frozen=True, slots=True)
+class SensorLabel:
+    """The sensor's decision for one stored photo."""
+
+    photo_id: str
+    decision: LabelDecision
+
+
+def sensor_labels(
+    session: Session,
+    params: LabelParams,
+    *,
+    photo_ids: Iterable[str] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[list[SensorLabel]]:
+    """The sensor's label of every stored photo (or of ``photo_ids``), in batches of ``batch_size``; reads only.
+
+    One query for the photos' keys, then per batch one for their readings.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    for batch in _photo_batches(session, photo_ids, batch_size):
+        readings = _readings_by_device(session, batch, params)
+        yield [SensorLabel(photo.id, _decide(photo, readings, params)) for photo in batch]
+
+
 def refresh_labels(
     session: Session,
     params: LabelParams,
@@ -160,29 +187,23 @@ def refresh_labels(
     photo_ids: Iterable[str] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> LabelStats:
-    """Compute the sensor's label of every stored photo (or of ``photo_ids``) and upsert it; manual labels stay.
-
-    One query for the photos' keys, then per batch of ``batch_size`` photos one for their readings and one upsert.
-    Not committed.
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+    """Upsert :func:`sensor_labels` into ``photo_labels``, one statement per batch; manual labels stay.
+    Not committed."""
     table = table_of(PhotoLabel)
     insert = upsert_insert(session)
     digest = params.digest
     photos = manual = 0
     labels: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    for batch in _photo_batches(session, photo_ids, batch_size):
-        readings = _readings_by_device(session, batch, params)
+    for batch in sensor_labels(session, params, photo_ids=photo_ids, batch_size=batch_size):
         now = utcnow()
         rows = []
-        for photo in batch:
-            decision = _decide(photo, readings, params)
+        for item in batch:
+            decision = item.decision
             reasons[decision.reason] += 1
             rows.append(
                 {
-                    "photo_id": photo.id,
+                    "photo_id": item.photo_id,
                     "label": decision.label,
                     "source": SOURCE_SENSOR,
                     "reason": decision.reason,

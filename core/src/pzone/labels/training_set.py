@@ -1,4 +1,5 @@
-"""The training set's source: stored photos with an effective label, as the snapshot stage fetches them."""
+"""The training set's source: stored photos with an effective label, as the snapshot stage fetches them — the
+sensor's labels as stored by the last refresh, or computed now from the readings without writing anything."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo, PhotoLabel
-from pzone.labels.decision import as_utc
+from pzone.labels.decision import LabelParams, as_utc
+from pzone.labels.refresh import sensor_labels
 from pzone.labels.rows import MANUAL_QUALITY, SOURCE_MANUAL, SOURCE_SENSOR
 
 
@@ -28,9 +30,25 @@ class LabeledPhoto:
     device_id: str | None
 
 
-def labeled_photos(session: Session, *, min_quality: float = 0.0) -> list[LabeledPhoto]:
-    """Stored photos with an effective label, by photo id (one query). Sensor labels below ``min_quality`` are left
-    out; manual ones never are."""
+def labeled_photos(
+    session: Session, *, min_quality: float = 0.0, params: LabelParams | None = None
+) -> list[LabeledPhoto]:
+    """Stored photos with an effective label (the operator's over the sensor's), by photo id. Sensor labels below
+    ``min_quality`` are left out; manual ones never are.
+
+    Without ``params`` the sensor's labels are the stored ones (as the last :func:`~pzone.labels.refresh_labels`
+    left them; one query). With ``params`` they are computed now by :func:`~pzone.labels.refresh.sensor_labels`,
+    the refresh's own computation, and nothing is written: the same list a refresh with ``params`` followed by a
+    call without them would give, from a read-only connection.
+    """
+    computed: dict[str, tuple[str | None, float | None]] | None = None
+    if params is not None:
+        computed = {
+            item.photo_id: (item.decision.label, item.decision.quality)
+            for batch in sensor_labels(session, params)
+            for item in batch
+            if item.decision.label is not None
+        }
     query = (
         select(
             Photo.id,
@@ -43,23 +61,25 @@ def labeled_photos(session: Session, *, min_quality: float = 0.0) -> list[Labele
             PhotoLabel.manual_label,
             PhotoLabel.quality,
         )
-        .join(PhotoLabel, PhotoLabel.photo_id == Photo.id)
-        .where(
-            Photo.status == "stored",
-            Photo.sha256.is_not(None),
-            Photo.original_key.is_not(None),
-            or_(PhotoLabel.manual_label.is_not(None), PhotoLabel.label.is_not(None)),
-        )
+        .join(PhotoLabel, PhotoLabel.photo_id == Photo.id, isouter=computed is not None)
+        .where(Photo.status == "stored", Photo.sha256.is_not(None), Photo.original_key.is_not(None))
         .order_by(Photo.id)
     )
+    if computed is None:
+        query = query.where(or_(PhotoLabel.manual_label.is_not(None), PhotoLabel.label.is_not(None)))
     out: list[LabeledPhoto] = []
     for row in session.execute(query):
+        sensor_label, sensor_quality = (
+            (row.label, row.quality) if computed is None else computed.get(row.id, (None, None))
+        )
         if row.manual_label is not None:
             label, source, quality = row.manual_label, SOURCE_MANUAL, MANUAL_QUALITY
-        else:
-            label, source, quality = row.label, SOURCE_SENSOR, float(row.quality or 0.0)
+        elif sensor_label is not None:
+            label, source, quality = sensor_label, SOURCE_SENSOR, float(sensor_quality or 0.0)
             if quality < min_quality:
                 continue
+        else:
+            continue
         out.append(
             LabeledPhoto(
                 photo_id=row.id,

@@ -1,7 +1,9 @@
-"""`pzone retrain`: the training circle (`dvc repro`) run once, exclusively, then the model tier's rollout.
+"""`pzone retrain`: the platform's labels refreshed, the training circle (`dvc repro`) run once, exclusively, then
+the model tier's rollout.
 
 * :mod:`.lock` — one retrain at a time, per machine and per database;
-* :mod:`.pipeline` — `dvc repro` as a subprocess and what it decided (:func:`retrain_once`);
+* :mod:`.refresh` — the label refresh, platform work (:func:`refresh_platform_labels`);
+* :mod:`.pipeline` — the refresh, `dvc repro` as a subprocess and what it decided (:func:`retrain_once`);
 * :mod:`.rollout` — which model version the tier serves, and the wait for a new one;
 * :mod:`.auto` — what ``--auto`` decides on (:func:`should_retrain` is pure);
 * :mod:`.command` — the command itself and its exit codes; :mod:`.settings` — its settings.
@@ -26,6 +28,7 @@ from pzone_pipelines.retrain.pipeline import (
     retrain_once,
     run_pipeline,
 )
+from pzone_pipelines.retrain.refresh import project_label_params, refresh_platform_labels
 from pzone_pipelines.retrain.rollout import served_version, serving_workers, wait_for_version
 from pzone_pipelines.retrain.settings import RetrainSettings
 
@@ -43,7 +46,9 @@ __all__ = [
     "expected_version",
     "failed_stage",
     "new_labeled_photos",
+    "project_label_params",
     "read_json",
+    "refresh_platform_labels",
     "retrain_once",
     "run_pipeline",
     "served_version",

@@ -57,11 +57,12 @@ def snapshot_photo_ids(project: Path) -> set[str]:
 
 def new_labeled_photos(session: Any, project: Path) -> int:
     """Labeled photos in the database that the last snapshot did not take in. Refreshes the sensor labels first with
-    the project's ``labels`` params (the same rows the snapshot stage writes); the caller commits."""
-    from pzone.labels import LabelParams, labeled_photos, refresh_labels
+    the project's ``labels`` params (the labels the snapshot stage computes); the caller commits."""
+    from pzone.labels import labeled_photos, refresh_labels
+    from pzone_pipelines.retrain.refresh import project_label_params
 
     params = load_params(project / PARAMS_FILE)
-    refresh_labels(session, LabelParams.from_mapping(params.get("labels") or {}))
+    refresh_labels(session, project_label_params(project))
     min_quality = float((params.get("snapshot") or {}).get("min_quality", 0.0))
     known = snapshot_photo_ids(project)
     return sum(photo.photo_id not in known for photo in labeled_photos(session, min_quality=min_quality))

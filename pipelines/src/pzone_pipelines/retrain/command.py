@@ -43,9 +43,11 @@ def command(
         typer.Option(help="After a promotion, wait until the model tier (PZONE_MODEL_TIER_URL) serves it."),
     ] = True,
 ) -> None:
-    """Run `dvc repro` (snapshot → … → package) once, never two at a time, and wait for the model tier to roll.
+    """Refresh the platform's labels, run `dvc repro` (snapshot → … → package) once, never two at a time, and wait
+    for the model tier to roll.
 
-    Exit codes: 0 done (promoted, kept, nothing new or nothing to do), 1 a stage failed, 2 bad settings or project,
+    Exit codes: 0 done (promoted, kept, nothing new or nothing to do), 1 a stage failed or the platform's
+    database cannot be read, 2 bad settings or project,
     4 promoted but the model tier did not serve it in time, 75 another retrain is running.
     """
     settings = settings_or_fail(RetrainSettings)
@@ -75,7 +77,12 @@ def _retrain_step(
                 console.print(f"{'retraining' if go else 'not retraining'}: {escape(reason)}")
                 if not go:
                     return 0
-            outcome = retrain_once(root, env=env, on_line=lambda line: print(line, flush=True))
+            outcome = retrain_once(
+                root,
+                database_url=settings.sqlalchemy_url,
+                env=env,
+                on_line=lambda line: print(line, flush=True),
+            )
     except RetrainBusy as exc:
         console.print(f"[yellow]retrain refused:[/yellow] {escape(str(exc))}")
         return EXIT_BUSY

@@ -1,4 +1,5 @@
-"""One run of the training circle: `dvc repro` in a project, its output streamed, and what it decided."""
+"""One run of the training circle: the platform's labels refreshed, `dvc repro` in a project, its output streamed,
+and what it decided."""
 
 from __future__ import annotations
 
@@ -142,11 +143,16 @@ class Outcome:
 def retrain_once(
     project: Path,
     *,
+    database_url: str,
     env: Mapping[str, str] | None = None,
     on_line: Callable[[str], None] = lambda _line: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Outcome:
-    """Run the pipeline and read what it decided; the caller holds :func:`exclusive`."""
+    """Refresh the platform's sensor labels (the project's ``labels`` params; the snapshot stage only reads), run
+    the pipeline and read what it decided; the caller holds :func:`exclusive`."""
+    from pzone_pipelines.retrain.refresh import describe, project_label_params, refresh_platform_labels
+
+    on_line(describe(refresh_platform_labels(database_url, project_label_params(project))))
     before = read_json(project / DECISION)
     run = run_pipeline(project, env=env, on_line=on_line, should_stop=should_stop)
     outcome = Outcome(run)

@@ -15,7 +15,9 @@ Worker processes: one per core of the CPU limit (at most 4, ``PZONE_MODEL_WORKER
 Runtime threads; each worker's watcher swaps on its own, and the serving gauge counts the workers per model version,
 so a caller can tell when all of them serve a new champion.
 
-Run: ``bentoml serve`` of :data:`pzone_model.SERVICE` (a built Bento: ``bentoml serve pzone-tilt-service:latest``).
+Run: ``uv run bentoml serve`` at the repository root (bentofile.yaml's entry point, the root ``service.py``, is this
+class), ``bentoml serve`` of :data:`pzone_model.SERVICE` where pzone-model is installed, or a built Bento
+(``bentoml serve pzone-tilt-service:latest``).
 """
 
 from __future__ import annotations

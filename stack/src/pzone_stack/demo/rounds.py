@@ -11,8 +11,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 
 from rich.console import Console
 
-from pzone.tilt import TILT_CLASSES
 from pzone_stack.demo.model_tier import ModelTier
 from pzone_stack.demo.plan import (
     READING_RATE_HZ,
@@ -36,10 +34,17 @@ from pzone_stack.local_stack import (
     FleetSpec,
     LocalStack,
     embedded_broker_settings,
+    scoped_environment,
     start_local_stack,
     wait_until,
 )
-from pzone_stack.photosim.photographer import Thresholds, fleet_classes, photograph_round, pick_by_class
+from pzone_stack.photosim.photographer import (
+    Thresholds,
+    fleet_classes,
+    photograph_round,
+    pick_by_class,
+    wait_for_fleet,
+)
 
 # Variables of the user's shell that would point the demo at real services: it runs on embedded defaults only.
 EXTERNAL = ("PZONE_DATABASE_URL", "PZONE_S3_BUCKET", "PZONE_REDIS_URL", "PZONE_MQTT_URL", "PZONE_MODEL_TAG")
@@ -69,19 +74,6 @@ def demo_env(data_dir: Path, ports: Ports) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    """The demo's settings for this process too (every Settings() in its threads reads them); restored after."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 # --- measuring --------------------------------------------------------------------------------------------------
 
 
@@ -102,20 +94,15 @@ def pending_verdicts(engine: Any) -> int:
         )
 
 
-def measure_live(
-    engine: Any, labels: Mapping[str, Any], since: datetime, version: str
-) -> tuple[float | None, float | None, int]:
-    """(accuracy, macro-F1, scored) of ``version``'s predictions since ``since``, after refreshing the sensor labels
-    with the project's ``labels`` params (the snapshot stage did it already when the round trained; this covers a
-    failed or skipped one)."""
+def measure_live(engine: Any, since: datetime, version: str) -> tuple[float | None, float | None, int]:
+    """(accuracy, macro-F1, scored) of ``version``'s predictions since ``since``, against the sensor labels the
+    round's retrain refreshed with the project's ``labels`` params (before its pipeline, whether it trained, skipped
+    or failed)."""
     from sqlalchemy.orm import Session
 
     from pzone.accuracy import live_accuracy
-    from pzone.labels import LabelParams, refresh_labels
 
     with Session(engine) as session:
-        refresh_labels(session, LabelParams.from_mapping(labels))
-        session.commit()
         report = live_accuracy(session, since=since, model_version=version)
     for item in report["versions"]:
         if item["model_version"] == version:
@@ -187,7 +174,7 @@ def run_demo(
     make_project(repo, project, demo_params(plan))
     labels = load_params(project / "params.yaml").get("labels") or {}
     results: list[RoundResult] = []
-    with _environment(env):
+    with scoped_environment(env):
         ingest = IngestSettings(**embedded_broker_settings(ports.broker), ingest_metrics_port=0)
         fleet = FleetSpec(ZONE, plan.devices, READING_RATE_HZ, seed=seed, tilt_options=TILT_OPTIONS)
         stack = start_local_stack(ingest, [fleet], stop=stop, broker_port=ports.broker, api_port=ports.api)
@@ -235,14 +222,11 @@ def run_demo(
 def _get_ready(run: DemoRun, console: Console) -> None:
     """A signed-in client, every device known to the API, and (briefly) a fleet where something fell and leans."""
     run.client.signup_random()
-    models = run.stack.tilt_models
-    known = lambda: {d["id"] for d in run.client.devices()}.issuperset(models)  # noqa: E731
-    if not wait_until(known, 60, run.stop):
-        raise RuntimeError("the fleet's devices did not reach the API (ingest)")
-    # The fleet starts upright: round 1 waits until every class is present (or a minute has passed).
-    every_class = lambda: set(fleet_classes(models, run.thresholds)) == set(TILT_CLASSES)  # noqa: E731
     with console.status("waiting for the fleet to lean and fall…"):
-        wait_until(every_class, 60, run.stop)
+        models = run.stack.tilt_models
+        wait_for_fleet(
+            run.client, models, run.stop, lambda: fleet_classes(models, run.thresholds), every_class_s=60
+        )
 
 
 def _play_round(run: DemoRun, number: int, rng: Any, progress: Any, console: Console) -> RoundResult:
@@ -276,7 +260,7 @@ def _play_round(run: DemoRun, number: int, rng: Any, progress: Any, console: Con
     result.labeled = snapshot_labeled(run.project)
     if result.live_version:
         result.live_accuracy, result.live_macro_f1, result.live_scored = measure_live(
-            run.engine, run.labels, since, result.live_version
+            run.engine, since, result.live_version
         )
     _roll_out(
         run,
@@ -294,7 +278,8 @@ def _play_round(run: DemoRun, number: int, rng: Any, progress: Any, console: Con
 def _retrain(
     run: DemoRun, number: int, result: RoundResult, show: Callable[[str], None], console: Console
 ) -> None:
-    """The round's `dvc repro`, exactly as `pzone retrain` runs it (its lock included); the log to a file."""
+    """The round's label refresh and `dvc repro`, exactly as `pzone retrain` runs them (its lock included); the log
+    to a file."""
     from pzone_pipelines.retrain import exclusive, retrain_once
 
     log_path = run.platform / "logs" / f"round-{number}.log"
@@ -306,7 +291,13 @@ def _retrain(
             if "Running stage" in line:
                 show(line.split("'")[1] if "'" in line else line)
 
-        outcome = retrain_once(run.project, env=run.env, on_line=on_line, should_stop=run.stop.is_set)
+        outcome = retrain_once(
+            run.project,
+            database_url=env_url(run.platform),
+            env=run.env,
+            on_line=on_line,
+            should_stop=run.stop.is_set,
+        )
     if not outcome.pipeline.ok:
         stage = outcome.pipeline.failed_stage or "?"
         result.outcome = f"failed: {stage}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,13 +66,53 @@ def pick_any(models: Mapping[str, Any], rng: np.random.Generator) -> str:
     return ids[int(rng.integers(len(ids)))]
 
 
-def pick_by_class(thresholds: Thresholds) -> Pick:
+class PoseClock:
+    """Since when each device has held its pose (at rest, in one class), as seen each time it looks: a person
+    photographs a scooter that has been lying there a while, and the sensor's label window around such a photo
+    sees one pose."""
+
+    def __init__(
+        self, models: Mapping[str, Any], thresholds: Thresholds, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.models = models
+        self.thresholds = thresholds
+        self.clock = clock
+        self._since: dict[str, tuple[str, float]] = {}  # device → (class, since when)
+
+    def look(self) -> None:
+        now = self.clock()
+        resting = {
+            device: name
+            for name, devices in fleet_classes(self.models, self.thresholds).items()
+            for device in devices
+        }
+        for device in list(self.models):
+            name = resting.get(device)
+            if name is None:
+                self._since.pop(device, None)
+            elif device not in self._since or self._since[device][0] != name:
+                self._since[device] = (name, now)
+
+    def held(self, hold_s: float) -> dict[str, list[str]]:
+        """Devices that have held their pose for at least ``hold_s``, by class (it looks first)."""
+        self.look()
+        now = self.clock()
+        by_class: dict[str, list[str]] = {}
+        for device in sorted(self._since):
+            name, since = self._since[device]
+            if now - since >= hold_s:
+                by_class.setdefault(name, []).append(device)
+        return by_class
+
+
+def pick_by_class(thresholds: Thresholds, *, poses: PoseClock | None = None, hold_s: float = 0.0) -> Pick:
     """First a class, uniformly among those present in the fleet right now, then a device at rest in it; any
     device when everything moves. People photograph fallen and leaning scooters more than their share (they report
-    them), and it keeps every class common in the training data whatever the fleet's proportions."""
+    them), and it keeps every class common in the training data whatever the fleet's proportions. With ``poses``,
+    the devices that have held their pose for ``hold_s`` come first."""
 
     def pick(models: Mapping[str, Any], rng: np.random.Generator) -> str:
-        by_class = fleet_classes(models, thresholds)
+        by_class = (poses.held(hold_s) if poses is not None else {}) or fleet_classes(models, thresholds)
         if not by_class:
             return pick_any(models, rng)
         classes = sorted(by_class)
@@ -80,6 +120,27 @@ def pick_by_class(thresholds: Thresholds) -> Pick:
         return members[int(rng.integers(len(members)))]
 
     return pick
+
+
+def wait_for_fleet(
+    client: ApiClient,
+    models: Mapping[str, Any],
+    stop: threading.Event,
+    present: Callable[[], Iterable[str]],
+    *,
+    known_s: float = 60.0,
+    every_class_s: float = 60.0,
+) -> bool:
+    """Wait until the API knows every device of the fleet (RuntimeError after ``known_s``: ingest is not working),
+    then until ``present()`` names every class (the fleet starts upright); False when ``every_class_s`` passed
+    first."""
+    from pzone.tilt import TILT_CLASSES
+    from pzone_stack.local_stack import wait_until
+
+    known = lambda: {d["id"] for d in client.devices()}.issuperset(models)  # noqa: E731
+    if not wait_until(known, known_s, stop):
+        raise RuntimeError("the fleet's devices did not reach the API (ingest)")
+    return wait_until(lambda: set(present()) == set(TILT_CLASSES), every_class_s, stop)
 
 
 def photograph_round(
