@@ -198,7 +198,7 @@ class Photo(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    taken_at_source: Mapped[str | None] = mapped_column(String(16))  # exif, client or upload
+    taken_at_source: Mapped[str | None] = mapped_column(String(16))  # exif, client, upload or operator
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Revision 0005: when the photo last went to "processing" (claimed, staged or re-enqueued), and until when a

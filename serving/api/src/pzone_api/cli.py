@@ -1,6 +1,8 @@
-"""The API's commands: ``pzone api``, ``pzone user create``, ``pzone photos worker`` (the ``pzone.commands`` plugin).
+"""The API's commands: ``pzone api``, ``pzone user create``, ``pzone photos worker``, ``pzone dataset import`` (the
+``pzone.commands`` plugin; the ``dataset`` group is shared with other packages).
 
-The same image runs all three (the photo worker is the API's queue consumer), so they live with the API.
+The same image runs them all (the photo worker is the API's queue consumer; an import goes through the API's
+intake), so they live with the API.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ photos_app = typer.Typer(help="Photo processing (the worker behind the API).", n
 
 
 def register(app: typer.Typer) -> None:
+    from pzone.cli.root import command_group
+    from pzone_api.dataset_import.command import import_photos
+
     app.command()(api)
     user_app.command("create")(user_create)
     photos_app.command("worker")(photos_worker)
     app.add_typer(photos_app, name="photos")
     app.add_typer(user_app, name="user")
+    command_group(app, "dataset").command("import")(import_photos)
 
 
 def api(
