@@ -141,8 +141,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 CMD ["pzone", "api", "--host", "0.0.0.0", "--port", "8000"]
 
 # --- pzone-trainer ------------------------------------------------------------------------------------------------
-# The training job, `pzone retrain` = `dvc repro` (snapshot → prepare → train → evaluate → register → package) run
-# exclusively, then the model tier's rollout (a Kubernetes CronJob/Job; `docker compose run pzone-trainer` with
+# The training job, `pzone retrain` = `dvc repro` (snapshot → prepare → train → evaluate → propose) and, for a new
+# model, `pzone promote` (the gate, the registry, packaging), run exclusively, then the model tier's rollout (a Kubernetes CronJob/Job; `docker compose run pzone-trainer` with
 # docker-compose.yml). The same image runs the MLflow tracking server (`mlflow server ...`, the command
 # docker-compose.yml gives its mlflow service): MLflow is already in it at the lock's version. It holds pzone-training
 # (with pzone-pipelines and pzone-model: torch, mlflow, bentoml), pzone-core[cli] and dvc[s3].
@@ -176,7 +176,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 FROM runtime AS pzone-trainer
 LABEL org.opencontainers.image.title="pzone-trainer" \
-      org.opencontainers.image.description="P-ZONE trainer job (pzone retrain: dvc repro, register, package) and MLflow server"
+      org.opencontainers.image.description="P-ZONE trainer job (pzone retrain: dvc repro, pzone promote) and MLflow server"
+# The commit every training run records (no git in the image): `--build-arg PZONE_CODE_COMMIT=<sha>`.
+ARG PZONE_CODE_COMMIT=unknown
 COPY --from=builder-trainer /app/.venv /app/.venv
 COPY dvc.yaml params.yaml bentofile.yaml service.py .dvcignore /opt/pzone/project/
 COPY .dvc/config /opt/pzone/project/.dvc/config
@@ -186,6 +188,7 @@ COPY training/src /opt/pzone/project/training/src
 COPY serving/model/src /opt/pzone/project/serving/model/src
 RUN printf '[core]\n    no_scm = true\n' > /opt/pzone/project/.dvc/config.local
 ENV PZONE_DATA_DIR=/var/lib/pzone/data \
+    PZONE_CODE_COMMIT=${PZONE_CODE_COMMIT} \
     BENTOML_HOME=/var/lib/pzone/bentoml \
     BENTOML_DO_NOT_TRACK=True \
     DVC_NO_ANALYTICS=1 \

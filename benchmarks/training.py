@@ -4,7 +4,7 @@ A throwaway DVC project (the repository's dvc.yaml, stage code and params.yaml) 
 rendered photos with their sensor readings written by :func:`pzone_stack.photosim.seed.populate` into the project's own
 SQLite database and local object store; MLflow tracks into the project's own store. Then:
 
-* ``repro_full_s``: the first ``dvc repro`` (snapshot → prepare → train → evaluate → register), wall time;
+* ``repro_full_s``: the first ``dvc repro`` (snapshot → prepare → train → evaluate → propose), wall time;
 * ``repro_noop_s``: ``dvc repro`` again with nothing changed (the snapshot looks, everything else is skipped);
 * ``train_images_per_s``: training images per second of the train stage (epochs × train images / train time,
   validation included), from the stage's own record;

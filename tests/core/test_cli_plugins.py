@@ -106,7 +106,7 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_still_load(
 
 def test_every_workspace_package_with_commands_registers_them() -> None:
     names = {name for name, _ in installed_plugins()}
-    assert names == {"api", "ingest", "retrain", "stack"}
+    assert names == {"api", "ingest", "retrain", "stack", "training"}
     assert {"db", "logs"} <= command_names(core_app)  # core's own (with only core installed: tests/house)
 
 
@@ -127,5 +127,7 @@ def test_the_installed_command_lists_every_packages_commands() -> None:
         "demo",
         "simulate",
         "dataset",
+        "lineage",
+        "compare",
     ):
         assert f"│ {command} " in result.stdout, command

@@ -177,3 +177,13 @@ def test_compose_health_checks_are_bounded(compose: dict[str, Any]) -> None:
         if check:
             assert check.get("timeout") and check.get("interval") and check.get("retries"), name
             assert float(check["timeout"].rstrip("s")) <= float(check["interval"].rstrip("s")), name
+
+
+def test_the_trainer_keeps_each_models_dataset_in_the_photos_bucket(compose: dict[str, Any]) -> None:
+    """Promotions push the dataset to the DVC remote: an S3 prefix of the bucket s3-init creates, through MinIO."""
+    trainer = compose["services"]["pzone-trainer"]["environment"]
+    assert trainer["PZONE_DVC_REMOTE_URL"] == f"s3://{trainer['PZONE_S3_BUCKET']}/dvc"
+    assert trainer["PZONE_S3_ENDPOINT_URL"]  # DVC's endpointurl: the S3-compatible store, not AWS
+    assert (
+        f"pzone/{trainer['PZONE_S3_BUCKET']}" in compose["services"]["s3-init"]["command"]
+    )  # mc alias/bucket

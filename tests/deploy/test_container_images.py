@@ -90,6 +90,8 @@ RUNTIME: dict[str, tuple[dict[str, str], str, list[str]]] = {
         {
             **_BASE_ENV,
             "PZONE_DATA_DIR": "/var/lib/pzone/data",
+            # the build argument (the deploy workflow passes the commit's SHA): what every training run records
+            "PZONE_CODE_COMMIT": "${PZONE_CODE_COMMIT}",
             "BENTOML_HOME": "/var/lib/pzone/bentoml",
             "BENTOML_DO_NOT_TRACK": "True",
             "DVC_NO_ANALYTICS": "1",
@@ -448,7 +450,7 @@ def test_the_api_image_runs_its_commands(built: dict[str, Built]) -> None:
     installed = built["pzone-api"].installed()
     assert {"pzone-api", "pzone-core", "fastapi", "uvicorn", "huey", "redis", "typer"} <= installed
     assert not installed & {"torch", "mlflow", "bentoml", "pzone-training", "pzone-ingest"}
-    for command in (COMMANDS["pzone-api"], ["pzone", "photos", "worker"]):
+    for command in (COMMANDS["pzone-api"], ["pzone", "photos", "worker"], ["pzone", "dataset", "import"]):
         result = built["pzone-api"].run(*command, "--help")
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -457,7 +459,8 @@ def test_the_api_image_runs_its_commands(built: dict[str, Built]) -> None:
 IMAGE_COMMANDS = {
     "pzone-migrations": {"db", "logs"},
     "pzone-ingest": {"db", "logs", "ingest"},
-    "pzone-api": {"db", "logs", "api", "user", "photos"},
+    # `dataset import` runs where the API's checks are: an operator's bulk import.
+    "pzone-api": {"db", "logs", "api", "user", "photos", "dataset"},
 }
 
 

@@ -818,6 +818,12 @@ def test_components_do_what_the_contract_says() -> None:
         # Retrain waits for the tier to serve a new champion, which it finds in the store both mount.
         trainer_container = container("CronJob", "pzone-retrain")
         assert env_of(trainer_container)["PZONE_MODEL_TIER_URL"]["value"] == "http://pzone-model:3000"
+        # Promotions push each model's dataset to the DVC remote in the photos bucket, pzone-config's (envFrom).
+        assert env_of(trainer_container)["PZONE_DVC_REMOTE_URL"]["value"] == "s3://$(PZONE_S3_BUCKET)/dvc"
+        config_map = get(docs, "ConfigMap", "pzone-config")
+        assert config_map["data"]["PZONE_S3_BUCKET"]
+        sources = [source["configMapRef"]["name"] for source in trainer_container.get("envFrom", [])]
+        assert config_map["metadata"]["name"] in sources
 
         assert container("CronJob", "pzone-log-backup")["command"] == [
             "pzone",

@@ -198,6 +198,8 @@ def test_images_are_built_for_every_deployable_and_tagged_with_the_commit() -> N
     assert build["with"]["file"] == "${{ matrix.dockerfile }}"
     assert build["with"]["target"] == "${{ matrix.image }}"
     assert build["with"]["tags"] == "${{ steps.ecr.outputs.registry }}/${{ matrix.image }}:${{ github.sha }}"
+    # the trainer records the code it trains with (the Dockerfile's ARG PZONE_CODE_COMMIT): the pushed commit
+    assert build["with"]["build-args"] == "PZONE_CODE_COMMIT=${{ github.sha }}"
     assert build["with"]["push"] is True
     assert any(s.get("uses", "").startswith("aws-actions/amazon-ecr-login@") for s in _steps(job))
 

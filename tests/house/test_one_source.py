@@ -155,8 +155,32 @@ def test_the_registry_aliases_are_named_in_one_place() -> None:
     assert {hit.split(":")[0] for hit in found} == {"pipelines/src/pzone_pipelines/tracking.py"}, found
 
 
+@pytest.mark.parametrize(
+    ("code", "spelled"),
+    [
+        ('alias = "champion"', True),
+        ('client.get_model_version_by_alias(name, "challenger")', True),
+        ('record = {"champion": version}', False),
+        ('version = record["champion"]["version"]', False),
+    ],
+)
+def test_a_record_key_is_not_an_alias_spelling(code: str, spelled: bool) -> None:
+    tree = ast.parse(code)
+    hits = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and n.value in {"champion", "challenger"} and not _is_dict_key(tree, n)
+    ]
+    assert bool(hits) is spelled
+
+
 def _is_dict_key(tree: ast.Module, node: ast.AST) -> bool:
-    return any(isinstance(d, ast.Dict) and any(k is node for k in d.keys) for d in ast.walk(tree))
+    """A record's key: written in a dict display, or read back with a subscript."""
+    return any(
+        (isinstance(d, ast.Dict) and any(k is node for k in d.keys))
+        or (isinstance(d, ast.Subscript) and d.slice is node)
+        for d in ast.walk(tree)
+    )
 
 
 def test_the_object_store_protocol_is_the_type() -> None:

@@ -227,13 +227,17 @@ def test_unreadable_images_are_skipped_and_bad_datasets_refused(
         {},
         {"image_size": "big", "val_fraction": 0.1, "test_fraction": 0.1},
         {"image_size": 8, "val_fraction": 0.1, "test_fraction": 0.1},
+        {"image_size": 4097, "val_fraction": 0.1, "test_fraction": 0.1},
         {"image_size": 64, "val_fraction": 0.5, "test_fraction": 0.5},
         {"image_size": 64, "val_fraction": 0.1, "test_fraction": 0},
     ],
 )
 def test_bad_prepare_params_are_refused(raw: dict[str, Any]) -> None:
-    with pytest.raises(prep.PrepareError):
+    from pzone.errors import UserError
+
+    with pytest.raises(prep.PrepareError) as refused:
         prep.PrepareParams.from_mapping(raw)
+    assert isinstance(refused.value, UserError)  # the stage stops with the sentence, not a stack
 
 
 # --- register -----------------------------------------------------------------------------------------------
@@ -276,18 +280,20 @@ class Constant(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
 
 class FailingAliases:
-    """A real MLflow client whose champion alias move fails, as a crash between two registry calls would."""
+    """A real MLflow client whose first champion alias move fails, as a crash between two registry calls would;
+    ``always``: every champion move fails (the registry stays away while the aliases are put back)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any, *, always: bool = False) -> None:
+        self.client, self.always, self.failed = client, always, False
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
-        if alias == reg.CHAMPION_ALIAS:
+        if alias == reg.CHAMPION_ALIAS and (self.always or not self.failed):
+            self.failed = True
             raise RuntimeError("registry went away")
         self.client.set_registered_model_alias(name, alias, version)
 
-    def delete_model_version(self, name: str, version: str) -> None:
-        self.client.delete_model_version(name, version)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
 
 
 @pytest.mark.integration
@@ -335,7 +341,23 @@ def test_register_moves_aliases_and_undoes_a_half_registration(
         )
     versions = sorted(int(v.version) for v in client.search_model_versions("name='t-model'"))
     assert versions == [1, 2]  # the half-registered version 3 was removed again
-    assert str(client.get_model_version_by_alias("t-model", reg.CHAMPION_ALIAS).version) == v1["version"]
+    # every alias is back where it was: challenger v2, champion v1, no previous-champion
+    assert reg.alias_targets(client, "t-model") == {
+        reg.CHALLENGER_ALIAS: v2["version"],
+        reg.CHAMPION_ALIAS: v1["version"],
+        reg.PREVIOUS_CHAMPION_ALIAS: None,
+    }
+    # The registry still away while the aliases are put back: the first error propagates, the others are put back.
+    with pytest.raises(RuntimeError, match="registry went away"):
+        reg.register(
+            record,
+            strong,
+            model_name="t-model",
+            client=FailingAliases(client, always=True),
+            register_model=mlflow.register_model,
+        )
+    assert reg.alias_targets(client, "t-model")[reg.PREVIOUS_CHAMPION_ALIAS] is None
+    assert sorted(int(v.version) for v in client.search_model_versions("name='t-model'")) == [1, 2]
     with pytest.raises(reg.RegisterError, match="model_uri"):
         reg.register(
             {"run_id": "x"}, strong, model_name="t-model", client=client, register_model=mlflow.register_model

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.dataset import SeededPlatform, clean_env, fresh_clone, write_quick_params
+from tests.support.dataset import SeededPlatform, clean_env, fresh_clone, in_clone, write_quick_params
 from tests.support.services import free_port
 
 GET_DATA = ("pzone dataset pull", "pzone dataset seed")
-
-
-def in_clone(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m ARGS`` at the clone's root, in a data scientist's environment (embedded defaults)."""
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=root,
-        env=env or clean_env(BENTOML_HOME=str(root / ".pzone" / "bentoml")),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def new_files(root: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""A tiny real `dvc repro` in a temp project: platform → snapshot → prepare → train → evaluate → register."""
+"""A tiny real `dvc repro` in a temp project: platform → snapshot → prepare → train → evaluate → propose, which
+registers and serves nothing (`pzone promote` does)."""
 
 from __future__ import annotations
 
@@ -8,38 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.repro import make_project, populate_platform, project_env, run_dvc, write_params
+from tests.support.repro import (
+    make_project,
+    populate_platform,
+    registry,
+    run_dvc,
+    run_pzone,
+    served_model,
+    write_params,
+)
 
 TINY = {
     "prepare": {"image_size": 64, "val_fraction": 0.15, "test_fraction": 0.2},
     "train": {"epochs": 20, "batch_size": 32},
     "register": {"margin": 0.02, "min_macro_f1": 0.3},
 }
-
-
-def model_versions(root: Path) -> dict[str, str]:
-    """Registered versions of the project's model → their aliases (read with MLflow's own client)."""
-    import os
-
-    env = project_env(root)
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        from mlflow import MlflowClient
-
-        from pzone_pipelines.settings import Settings
-        from pzone_pipelines.tracking import configure_mlflow
-
-        configure_mlflow(Settings())
-        client = MlflowClient()
-        found = client.search_model_versions("name='pzone-tilt'")
-        # search results leave aliases out: ask for each version
-        full = [client.get_model_version("pzone-tilt", str(v.version)) for v in found]
-        return {str(v.version): ",".join(sorted(v.aliases)) for v in full}
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.mark.e2e
@@ -50,12 +34,12 @@ def test_empty_platform_fails_clearly_and_registers_nothing(tmp_path: Path) -> N
     done = run_dvc(root, "repro", check=False)
     assert done.returncode != 0
     assert "no labeled photos" in done.stdout + done.stderr
-    assert not (root / "models" / "model.pt").exists() and not (root / "reports" / "decision.json").exists()
+    assert not (root / "models" / "model.pt").exists() and not (root / "reports" / "proposal.json").exists()
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_repro_trains_registers_skips_when_unchanged_and_gates_a_bad_challenger(tmp_path: Path) -> None:
+def test_repro_trains_proposes_skips_when_unchanged_and_proposes_no_bad_challenger(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", TINY)
     populate_platform(root, 400, seed=3)
 
@@ -65,26 +49,31 @@ def test_repro_trains_registers_skips_when_unchanged_and_gates_a_bad_challenger(
     assert len(losses) == TINY["train"]["epochs"] and losses[-1] < losses[0]  # it learns
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"upright", "tilted", "fallen"}
-    decision = json.loads((root / "reports" / "decision.json").read_text())
-    assert decision["promote"] is True, decision
-    assert model_versions(root) == {"1": "challenger,champion"}
+    proposal = json.loads((root / "reports" / "proposal.json").read_text())
+    assert proposal["promote"] is True and proposal["challenger_macro_f1"] == metrics["macro_f1"], proposal
+    assert proposal["run_id"] == json.loads((root / "models" / "run.json").read_text())["run_id"]
+    assert registry(root) == {} and served_model(root) is None  # proposed, never registered nor served
     snapshot_files = sorted(p.name for p in (root / "data" / "snapshot" / "images").rglob("*.jpg"))
     assert len(snapshot_files) == 400
+    promoted = run_pzone(root, "promote", "--project", str(root))
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert registry(root) == {"1": "challenger,champion"}
 
     # Nothing changed on the platform: only the snapshot looks, everything downstream is skipped.
     lock = (root / "dvc.lock").read_text()
     again = run_dvc(root, "repro")
-    for stage in ("prepare", "train", "evaluate", "register", "package"):
+    for stage in ("prepare", "train", "evaluate", "propose"):
         assert f"Stage '{stage}' didn't change, skipping" in again.stdout, again.stdout
     assert (root / "dvc.lock").read_text() == lock
-    assert model_versions(root) == {"1": "challenger,champion"}
+    assert registry(root) == {"1": "challenger,champion"}
 
-    # A challenger trained on shuffled labels is registered but does not take the champion's place.
+    # A model trained on shuffled labels is not proposed against the champion, and nothing is registered for it.
+    served = served_model(root)
     write_params(root, {**TINY, "train": {**TINY["train"], "shuffle_labels": True}})
     run_dvc(root, "repro")
-    decision = json.loads((root / "reports" / "decision.json").read_text())
-    assert decision["promote"] is False, decision
-    assert decision["champion_version"] == "1"
-    assert model_versions(root) == {"1": "champion", "2": "challenger"}
+    proposal = json.loads((root / "reports" / "proposal.json").read_text())
+    assert proposal["promote"] is False, proposal
+    assert proposal["champion_version"] == "1"
+    assert registry(root) == {"1": "challenger,champion"} and served_model(root) == served
     champion = json.loads((root / "reports" / "champion_metrics.json").read_text())
-    assert champion["macro_f1"] > decision["challenger_macro_f1"]
+    assert champion["macro_f1"] > proposal["challenger_macro_f1"]

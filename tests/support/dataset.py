@@ -93,6 +93,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def in_clone(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m ARGS`` at the clone's root, in a data scientist's environment (embedded defaults, the clone's
+    own BentoML store)."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=root,
+        env=env or clean_env(BENTOML_HOME=str(root / ".pzone" / "bentoml")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def seed_platform(root: Path) -> SeededPlatform:
     """`pzone dataset seed` twice in ``root`` (its params.yaml: the quick params), into ``root/.pzone``."""
     root.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,18 @@ def run_dvc(
     return done
 
 
+def run_pzone(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``pzone ARGS`` in the project, on its own platform (``pzone promote`` as `pzone retrain` runs it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pzone.cli", *args],
+        cwd=root,
+        env={**project_env(root), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def populate_platform(root: Path, count: int, seed: int, **kwargs: Any) -> Any:
     """Migrate the project's embedded database and seed it with ``count`` labeled-by-sensor photos."""
     from sqlalchemy.orm import Session
@@ -80,3 +92,22 @@ def populate_platform(root: Path, count: int, seed: int, **kwargs: Any) -> Any:
             )
     finally:
         engine.dispose()
+
+
+def registry(root: Path) -> dict[str, str]:
+    """The project's registered versions of ``pzone-tilt`` → their aliases, sorted and comma-separated (MLflow's own
+    client on the project's store; empty when nothing is registered)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / '.pzone' / 'mlflow.db'}")
+    found = client.search_model_versions("name='pzone-tilt'")
+    # search results leave aliases out: ask for each version
+    full = [client.get_model_version("pzone-tilt", str(v.version)) for v in found]
+    return {str(v.version): ",".join(sorted(v.aliases)) for v in full}
+
+
+def served_model(root: Path) -> str | None:
+    """The version of ``pzone-tilt`` that the project's BentoML store calls ``latest`` (what the model tier serves),
+    or None before any import. BentoML keeps the pointer as a file beside the model's versions."""
+    latest = root / ".pzone" / "bentoml" / "models" / "pzone-tilt" / "latest"
+    return latest.read_text().strip() if latest.exists() else None

@@ -24,6 +24,7 @@ import numpy as np
 import typer
 
 from pzone import preprocess
+from pzone.errors import UserError
 from pzone.tilt import TILT_CLASSES
 from pzone_pipelines.snapshot import Entry, read_manifest
 
@@ -31,7 +32,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_SALT = "pzone-split-v1"  # fixed: changing the seed must not move photos between splits
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """The dataset cannot be prepared (empty split, a class with no examples, bad parameters)."""
 
 

@@ -1,29 +1,36 @@
-"""Stage `register`: the trained model becomes a new version of the registered model, alias ``challenger``; it
-takes alias ``champion`` only if it beats the champion's macro-F1 on the same test split by ``register.margin``
-(the first model must clear ``register.min_macro_f1``).
+"""The model registry's promotion rules: the gate (:func:`decide`, with ``params.yaml``'s ``register:`` knobs), and
+the registry's aliases moved for a decided model (:func:`register`, :func:`move_aliases`).
 
-Everything is checked before the registry is touched, and a failure after the version was created deletes it
-again, so a crash never leaves a half-registered model. The decision and its numbers go to
-``reports/decision.json`` and to the training run.
+A candidate becomes a version of the registered model with alias ``challenger``; it takes alias ``champion`` (and the
+one it replaces ``previous-champion``) only if it beats the champion's macro-F1 on the same test split by
+``register.margin`` (the first model must clear ``register.min_macro_f1``). Everything is checked before the
+registry is touched, and a failure after a version was created deletes it again and puts the aliases back, so a
+crash never leaves a half-registered model. A library: the `propose` stage decides with it and touches nothing;
+only the promotion path (``pzone promote``, which `pzone retrain` runs) moves the aliases.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import math
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
-import typer
-
-from pzone_pipelines.params import ParamsError, load_params, read_mapping, section
+from pzone.errors import UserError
+from pzone_pipelines.params import section
 from pzone_pipelines.tracking import CHALLENGER_ALIAS, CHAMPION_ALIAS, PREVIOUS_CHAMPION_ALIAS
 
+ALIASES = (CHALLENGER_ALIAS, CHAMPION_ALIAS, PREVIOUS_CHAMPION_ALIAS)
+# The exit code of a promotion the gate refused (`pzone promote`; `pzone retrain` reads it as "kept").
+REFUSED_EXIT_CODE = 3
 
-class RegisterError(RuntimeError):
-    """The inputs of the register stage are missing or inconsistent; nothing was registered."""
+log = logging.getLogger(__name__)
+
+
+class RegisterError(UserError, RuntimeError):
+    """The gate's inputs are missing or inconsistent; nothing was registered."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,11 @@ class GateParams:
         if not (0 <= params.margin < 1 and 0 <= params.min_macro_f1 <= 1):
             raise RegisterError("register.margin must be in [0, 1) and register.min_macro_f1 in [0, 1]")
         return params
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> GateParams:
+        """The ``register:`` section of a whole params.yaml."""
+        return cls.from_mapping(section(dict(params), "register"))
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,12 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any], params: GatePar
         if score >= params.min_macro_f1:
             return verdict(True, "first model: clears the minimum bar")
         return verdict(False, "first model: below the minimum bar")
-    best = _finite(champion.get("macro_f1"), "champion macro_f1")
     version = str(champion.get("version"))
+    if champion.get("comparable") is False:
+        return verdict(
+            False, "the champion has another label set: not comparable on this test split", None, version
+        )
+    best = _finite(champion.get("macro_f1"), "champion macro_f1")
     if score < params.min_macro_f1:
         return verdict(False, "below the minimum bar", best, version)
     if score >= best + params.margin:
@@ -93,9 +109,9 @@ def current_champion(client: Any, model_name: str) -> str | None:
 def guard_stale(decision: Decision, champion: dict[str, Any], now: str | None) -> Decision:
     """Never promote on a comparison with another champion than the registry's current one.
 
-    The evaluate stage measured the champion of its time; if only the gate's params changed, DVC re-runs register
-    without evaluate, and the champion may have moved since (or appeared: the first model registered by an earlier
-    run). Such a challenger is registered but not promoted; re-running evaluate makes the comparison fair again.
+    The evaluate stage measured the champion of its time; if only the gate's params changed, DVC re-runs propose
+    without evaluate, and the champion may have moved since (or appeared: the first model promoted after that
+    evaluate). Such a comparison proposes nothing; re-running evaluate makes it fair again.
     """
     evaluated = str(champion["version"]) if champion.get("exists") else None
     if evaluated == now or not decision.promote:
@@ -118,17 +134,65 @@ def _finite(value: Any, what: str) -> float:
     return number
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    return read_mapping(path, f"{what} ({path})", "run the earlier stages first", RegisterError)
+def alias_targets(client: Any, model_name: str) -> dict[str, str | None]:
+    """The version each of the registry's aliases points at now (None: not set)."""
+    from mlflow.exceptions import MlflowException
+
+    targets: dict[str, str | None] = {}
+    for alias in ALIASES:
+        try:
+            targets[alias] = str(client.get_model_version_by_alias(model_name, alias).version)
+        except MlflowException:  # no such model, or no such alias
+            targets[alias] = None
+    return targets
+
+
+def restore_aliases(client: Any, model_name: str, targets: Mapping[str, str | None]) -> list[str]:
+    """Point every alias back at ``targets`` (as :func:`alias_targets` read them); an unset one is removed. Best
+    effort, alias by alias: it runs while another error propagates, so it logs and returns the aliases it could not
+    put back instead of raising."""
+    from mlflow.exceptions import MlflowException
+
+    failed: list[str] = []
+    for alias, version in targets.items():
+        try:
+            if version is not None:
+                client.set_registered_model_alias(model_name, alias, version)
+            else:
+                with contextlib.suppress(MlflowException):  # not set now either: nothing to remove
+                    client.delete_registered_model_alias(model_name, alias)
+        except Exception as exc:
+            log.error("could not put alias %s of %s back to %s: %s", alias, model_name, version, exc)
+            failed.append(alias)
+    return failed
+
+
+def move_aliases(client: Any, model_name: str, version: str, decision: Decision) -> dict[str, str | None]:
+    """``challenger`` to ``version``; ``champion`` too (the one it replaces becomes ``previous-champion``) when the
+    decision promotes. Returns the aliases' targets before, to undo with :func:`restore_aliases`; a failure part
+    way puts them back before it propagates."""
+    before = alias_targets(client, model_name)
+    try:
+        client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
+        if decision.promote:
+            replaced = before[CHAMPION_ALIAS]
+            if replaced is not None and replaced != version:
+                client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION_ALIAS, replaced)
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    except BaseException:
+        restore_aliases(client, model_name, before)
+        raise
+    return before
 
 
 def register(
     run: dict[str, Any], decision: Decision, *, model_name: str, client: Any, register_model: Any
 ) -> dict[str, Any]:
-    """Create the version, move the aliases; undo the version if anything after its creation fails."""
+    """Create the version of ``run``'s model, move the aliases (:func:`move_aliases`); a failure after the version's
+    creation deletes it again. Returns ``{"model_name", "version", "aliases_before"}``."""
     for key in ("run_id", "model_uri"):
         if not run.get(key):
-            raise RegisterError(f"models/run.json lacks {key}")
+            raise RegisterError(f"the run record lacks {key}")
     tags = {
         "dataset_hash": str(run.get("dataset_hash", "")),
         "test_macro_f1": f"{decision.challenger_macro_f1:.6f}",
@@ -136,78 +200,8 @@ def register(
     }
     version = register_model(run["model_uri"], model_name, tags=tags)
     try:
-        client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)
-        if decision.promote:
-            if decision.champion_version is not None:
-                client.set_registered_model_alias(
-                    model_name, PREVIOUS_CHAMPION_ALIAS, decision.champion_version
-                )
-            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
+        before = move_aliases(client, model_name, str(version.version), decision)
     except BaseException:
         client.delete_model_version(model_name, version.version)
         raise
-    return {"model_name": model_name, "version": str(version.version)}
-
-
-def main(
-    run_file: Annotated[Path, typer.Option("--run", help="The train stage's run record.")] = Path(
-        "models/run.json"
-    ),
-    metrics_file: Annotated[Path, typer.Option("--metrics", help="Challenger metrics.")] = Path(
-        "reports/metrics.json"
-    ),
-    champion_file: Annotated[
-        Path, typer.Option("--champion", help="Champion metrics on the same test split.")
-    ] = Path("reports/champion_metrics.json"),
-    out: Annotated[Path, typer.Option(help="Where the decision is written.")] = Path("reports/decision.json"),
-    params_file: Annotated[Path, typer.Option("--params", help="params.yaml to read.")] = Path("params.yaml"),
-) -> None:
-    """Register the trained model as challenger; promote it to champion only if it wins the gate."""
-    from rich.console import Console
-
-    from pzone_pipelines.settings import Settings
-    from pzone_pipelines.tracking import configure_mlflow
-
-    console = Console(stderr=True)
-    try:
-        gate = GateParams.from_mapping(section(load_params(params_file), "register"))
-        run = _read_json(run_file, "the run record")
-        champion = _read_json(champion_file, "champion metrics")
-        decision = decide(_read_json(metrics_file, "challenger metrics"), champion, gate)
-    except (RegisterError, ParamsError) as exc:
-        console.print(f"[red]register failed, nothing registered:[/red] {exc}")
-        raise typer.Exit(1) from None
-
-    settings = Settings()
-    configure_mlflow(settings)
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    decision = guard_stale(decision, champion, current_champion(client, settings.mlflow_model_name))
-    version = register(
-        run,
-        decision,
-        model_name=settings.mlflow_model_name,
-        client=client,
-        register_model=mlflow.register_model,
-    )
-    record = {**asdict(decision), **version, "decided_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    client.set_tag(run["run_id"], "pzone.promoted", str(decision.promote).lower())
-    client.set_tag(run["run_id"], "pzone.decision", decision.reason)
-    client.log_dict(run["run_id"], record, "decision.json")
-    verdict = (
-        "[green]promoted to champion[/green]" if decision.promote else "[yellow]kept as challenger[/yellow]"
-    )
-    console.print(
-        f"{settings.mlflow_model_name} v{version['version']} {verdict}: {decision.reason} "
-        f"(macro-F1 {decision.challenger_macro_f1:.4f} vs champion {decision.champion_macro_f1})"
-    )
-
-
-if __name__ == "__main__":
-    from pzone.cli.common import run_command
-
-    run_command(main)
+    return {"model_name": model_name, "version": str(version.version), "aliases_before": before}

@@ -17,6 +17,14 @@ class Settings(CoreSettings):
     )
     mlflow_experiment: str = Field("pzone-tilt", description="MLflow experiment of the training runs.")
     mlflow_model_name: str = Field("pzone-tilt", description="Registered model that holds the champion.")
+    dvc_remote_url: str | None = Field(
+        None,
+        description=(
+            "DVC remote the platform's promotions push each model's dataset to (s3://<bucket>/dvc in a deployment, "
+            "with PZONE_S3_ENDPOINT_URL for an S3-compatible store); default: the project's .dvc/config remote "
+            "(the local folder .pzone/dvc-remote)."
+        ),
+    )
 
     @property
     def tracking_uri(self) -> str:

@@ -1,8 +1,8 @@
-"""The registry's champion for packaging: which version holds ``@champion``, and its torch weights.
+"""A model's torch weights for packaging and promotion: which version holds ``@champion``, and a run's weights.
 
-The weights come from ``models/model.pt`` when the champion is the model just trained (its run is the one in
-``models/run.json``), else from the ``checkpoint/model.pt`` artifact the package stage logs to every champion's run,
-else from the registry's pt2 graph.
+The weights come from ``models/model.pt`` when the run is the model just trained (the one in ``models/run.json``),
+else from the ``checkpoint/model.pt`` artifact the train stage logs to every run (and packaging to a champion's run
+trained before that), else from the logged pt2 graph.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from pzone_pipelines.tracking import CHAMPION_ALIAS
+from pzone_training.tracking import CHECKPOINT_ARTIFACT
 
 if TYPE_CHECKING:
     from torch import nn
-
-CHECKPOINT_ARTIFACT = "checkpoint"  # artifact folder of a champion's run that holds its model.pt
 
 
 @dataclass(frozen=True)
@@ -45,30 +44,41 @@ def load_torch_champion(
     champion: Champion, run_record: Mapping[str, Any], checkpoint: Path, client: Any
 ) -> tuple[nn.Module, dict[str, Any], str]:
     """The champion's torch model, its checkpoint metadata and where it came from."""
+    return load_torch_model(
+        champion.run_id, f"models:/{champion.name}/{champion.version}", run_record, checkpoint, client
+    )
+
+
+def load_torch_model(
+    run_id: str, model_uri: str, run_record: Mapping[str, Any], checkpoint: Path, client: Any
+) -> tuple[nn.Module, dict[str, Any], str]:
+    """A training run's torch model, its checkpoint metadata and where it came from: ``checkpoint`` when the run
+    is the one in ``run_record`` (models/run.json), else the run's ``checkpoint/model.pt`` artifact, else the
+    logged pt2 graph at ``model_uri`` (good for predictions; an ONNX export needs the checkpoint)."""
     from pzone_training.models import load_checkpoint
 
-    if checkpoint.exists() and run_record.get("run_id") == champion.run_id:
+    if checkpoint.exists() and run_record.get("run_id") == run_id:
         model, meta = load_checkpoint(checkpoint)
-        _keep_checkpoint(client, champion.run_id, checkpoint)
+        _keep_checkpoint(client, run_id, checkpoint)
         return model, meta, str(checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            folder = client.download_artifacts(champion.run_id, CHECKPOINT_ARTIFACT, tmp)
+            folder = client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp)
             model, meta = load_checkpoint(Path(folder) / "model.pt")
-            return model, meta, f"runs:/{champion.run_id}/{CHECKPOINT_ARTIFACT}/model.pt"
+            return model, meta, f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}/model.pt"
         except Exception:  # no such artifact (MLflow raises its own errors, or OSError): fall back
             pass
-    # Last resort: the registry's pt2 graph (logits; metadata as the train stage logged it).
+    # Last resort: the logged pt2 graph (logits; metadata as the train stage logged it).
     import mlflow
 
-    uri = f"models:/{champion.name}/{champion.version}"
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    meta = dict(mlflow.models.get_model_info(uri).metadata or {})
-    return model, meta, uri
+    model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    meta = dict(mlflow.models.get_model_info(model_uri).metadata or {})
+    return model, meta, model_uri
 
 
 def _keep_checkpoint(client: Any, run_id: str, checkpoint: Path) -> None:
-    """Log model.pt to the champion's run once, so a later rollback to it re-exports the exact weights."""
+    """Log model.pt to the run once (the train stage does it too), so a later rollback re-exports the exact
+    weights."""
     try:
         if any(f.path.endswith("model.pt") for f in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT)):
             return

@@ -43,18 +43,11 @@ def plot_confusion(path: Path, labels: np.ndarray, predicted: np.ndarray, classe
     matplotlib.use("Agg")  # no display on a CI runner or in a container
     import matplotlib.pyplot as plt
 
+    from pzone_pipelines.plots import draw_confusion
+
     cm = confusion_matrix(labels, predicted, len(classes))
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    for (i, j), count in np.ndenumerate(cm):
-        ax.text(
-            j, i, str(count), ha="center", va="center", color="white" if count > cm.max() / 2 else "black"
-        )
-    ax.set_title(f"test confusion (n={int(cm.sum())})")
+    draw_confusion(ax, cm, classes, "test confusion")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -90,29 +83,32 @@ def plot_curves(path: Path, history: Sequence[dict[str, float]]) -> None:
     plt.close(fig)
 
 
+def model_report(
+    model: Any, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> dict[str, Any]:
+    """A model's metrics on a test split (resized to its input size), as the evaluate stage computes them:
+    ``{"comparable": false, "classes": …}`` for a model with another label set, which this split cannot score."""
+    from pzone_training.models import predict
+
+    classes = list(meta.get("classes") or TILT_CLASSES)
+    if classes != list(TILT_CLASSES):
+        return {"comparable": False, "classes": classes}
+    size = int(meta.get("image_size") or images.shape[1])
+    predicted = predict(model, resize_square(images, size), batch_size).argmax(axis=1)
+    return {"comparable": True, **classification_report(labels, predicted, classes)}
+
+
 def champion_report(
     images: np.ndarray, labels: np.ndarray, batch_size: int, model_name: str
 ) -> dict[str, Any]:
     """The same metrics for the registry's champion of ``model_name``, or ``{"exists": false}``."""
     from pzone_training import tracking
-    from pzone_training.models import predict
 
     champion = tracking.load_champion(model_name)
     if champion is None:
         return {"exists": False}
     model, meta = champion
-    classes = list(meta.get("classes") or TILT_CLASSES)
-    if classes != list(TILT_CLASSES):
-        # Another label set cannot be compared on this test split.
-        return {"exists": True, "comparable": False, "classes": classes, **_champion_ids(meta)}
-    size = int(meta.get("image_size") or images.shape[1])
-    predicted = predict(model, resize_square(images, size), batch_size).argmax(axis=1)
-    return {
-        "exists": True,
-        "comparable": True,
-        **_champion_ids(meta),
-        **classification_report(labels, predicted, classes),
-    }
+    return {"exists": True, **_champion_ids(meta), **model_report(model, meta, images, labels, batch_size)}
 
 
 def _champion_ids(meta: dict[str, Any]) -> dict[str, Any]:

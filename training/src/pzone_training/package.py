@@ -1,14 +1,15 @@
-"""Stage `package`: the registry's champion → ONNX → the BentoML model store → a Bento of the model tier.
+"""Packaging: the registry's champion → ONNX → the BentoML model store → a Bento of the model tier (the last step
+of ``pzone promote``; ``python -m pzone_training.package`` packages the current champion again by hand).
 
 1. Find ``<model name>@champion`` in MLflow and its torch weights (:mod:`pzone_training.champion`).
 2. Export it to the model tier's ONNX graph and check parity on the test split, ONNX Runtime against torch
-   (:mod:`pzone_training.onnx_export`). A failure stops the stage and imports nothing.
+   (:mod:`pzone_training.onnx_export`). A failure imports nothing.
 3. Import it as ``pzone-tilt`` into BentoML's store (``$BENTOML_HOME``, else BentoML's default ``~/bentoml``: the
    store that ``bentoml serve`` at the repository root reads), labelled with its MLflow version, and build the
    Bento from ``bentofile.yaml`` at the project root, as ``bentoml build`` does (:mod:`pzone_training.bento`).
    Both are reused when the champion (and the serving code) did not change.
 
-Writes ``reports/package.json``.
+Writes ``reports/package.json``; a failure is a :class:`PackageError` (a sentence).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pzone.errors import UserError
 from pzone_training.bento import (
     BentoError,
     Imported,
@@ -97,6 +99,76 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+class PackageError(UserError):
+    """There is no champion to package, or its ONNX graph or Bento failed their checks."""
+
+
+def package_champion(
+    client: Any,
+    model_name: str,
+    root: Path,
+    *,
+    run_file: Path = Path("models/run.json"),
+    checkpoint: Path = Path("models/model.pt"),
+    test_dir: Path = Path("data/prepared/test"),
+    build: bool = True,
+) -> dict[str, Any]:
+    """The registry's champion into the BentoML store (made ``latest``) and the Bento built at ``root``; returns
+    ``reports/package.json``'s record. Relative paths are the project's (``root``'s)."""
+    from pzone_model.runtime import MLFLOW_VERSION_LABEL
+
+    champion = find_champion(client, model_name)
+    if champion is None:
+        raise PackageError(f"{model_name} has no @champion yet")
+    labels = {
+        MLFLOW_VERSION_LABEL: champion.version,
+        "mlflow_run_id": champion.run_id,
+        "dataset_hash": champion.tags.get("dataset_hash", ""),
+        "test_macro_f1": champion.tags.get("test_macro_f1", ""),
+    }
+    sources: list[str] = []
+
+    def load() -> tuple[nn.Module, dict[str, Any]]:
+        model, meta, source = load_torch_champion(
+            champion, _read_json(root / run_file), root / checkpoint, client
+        )
+        sources.append(source)
+        return model, meta
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            imported, parity = package_model(load, labels, root / test_dir, Path(tmp), name=model_name)
+        bento_tag, bento_action = build_bento(root, imported.tag) if build else ("", "skipped")
+    except (ParityError, BentoError) as exc:
+        raise PackageError(str(exc)) from None
+    return {
+        "champion": {"name": champion.name, "version": champion.version, "run_id": champion.run_id},
+        "source": sources[0] if sources else "the earlier import",
+        "model_tag": imported.tag,
+        "model_action": imported.action,
+        "bento_tag": bento_tag,
+        "bento_action": bento_action,
+        "parity": {**asdict(parity), "ok": parity.ok},
+        "labels": labels,
+        "bentoml_home": str(store_home(imported.tag)),
+        "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def describe(record: dict[str, Any]) -> str:
+    champion, parity = record["champion"], record["parity"]
+    return (
+        f"{champion['name']} v{champion['version']} → {record['model_tag']} ({record['model_action']}), Bento "
+        f"{record['bento_tag']} ({record['bento_action']}); parity max |Δp| {parity['max_abs_diff']:.2g} on "
+        f"{parity['n_images']} images"
+    )
+
+
 def main(
     run_file: Annotated[Path, typer.Option("--run", help="The train stage's run record.")] = Path(
         "models/run.json"
@@ -116,59 +188,21 @@ def main(
     from pzone_pipelines.settings import Settings
     from pzone_pipelines.tracking import configure_mlflow
 
-    console = Console(stderr=True)
     settings = Settings()
     configure_mlflow(settings)
     from mlflow import MlflowClient
 
-    from pzone_model.runtime import MLFLOW_VERSION_LABEL
-
-    client = MlflowClient()
-    champion = find_champion(client, settings.mlflow_model_name)
-    if champion is None:
-        console.print(f"[red]package failed:[/red] {settings.mlflow_model_name} has no @champion yet")
-        raise typer.Exit(1)
-    labels = {
-        MLFLOW_VERSION_LABEL: champion.version,
-        "mlflow_run_id": champion.run_id,
-        "dataset_hash": champion.tags.get("dataset_hash", ""),
-        "test_macro_f1": champion.tags.get("test_macro_f1", ""),
-    }
-    sources: list[str] = []
-
-    def load() -> tuple[nn.Module, dict[str, Any]]:
-        model, meta, source = load_torch_champion(champion, _read_json(run_file), checkpoint, client)
-        sources.append(source)
-        return model, meta
-
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            imported, parity = package_model(
-                load, labels, test_dir, Path(tmp), name=settings.mlflow_model_name
-            )
-        bento_tag, bento_action = build_bento(Path.cwd(), imported.tag) if build else ("", "skipped")
-    except (ParityError, BentoError) as exc:
-        console.print(f"[red]package failed:[/red] {exc}")
-        raise typer.Exit(1) from None
-
-    record = {
-        "champion": {"name": champion.name, "version": champion.version, "run_id": champion.run_id},
-        "source": sources[0] if sources else "the earlier import",
-        "model_tag": imported.tag,
-        "model_action": imported.action,
-        "bento_tag": bento_tag,
-        "bento_action": bento_action,
-        "parity": {**asdict(parity), "ok": parity.ok},
-        "labels": labels,
-        "bentoml_home": str(store_home(imported.tag)),
-        "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    console.print(
-        f"{champion.name} v{champion.version} → {imported.tag} ({imported.action}), Bento {bento_tag} "
-        f"({bento_action}); parity max |Δp| {parity.max_abs_diff:.2g} on {parity.n_images} images"
+    record = package_champion(
+        MlflowClient(),
+        settings.mlflow_model_name,
+        Path.cwd(),
+        run_file=run_file,
+        checkpoint=checkpoint,
+        test_dir=test_dir,
+        build=build,
     )
+    write_record(out, record)
+    Console(stderr=True).print(describe(record))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""The ``train:`` section of params.yaml as typed dataclasses, and its flat form for MLflow."""
+"""The ``train:`` section of params.yaml as typed dataclasses, and its flat form for MLflow; a bad value is a
+:class:`~pzone_pipelines.params.ParamsError` (a sentence, not a stack, when the train stage stops on it)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from pzone_pipelines.params import ParamsError
 
 ARCHS = ("tiny_cnn", "mobilenet_v3_small", "resnet18")
 
@@ -28,13 +31,13 @@ class AugmentParams:
     def __post_init__(self) -> None:
         # Beyond the camera's own roll a rotation changes the true tilt class.
         if not 0.0 <= self.roll_limit_deg <= 5.0:
-            raise ValueError(f"augment.roll_limit_deg must be within [0, 5], got {self.roll_limit_deg}")
+            raise ParamsError(f"augment.roll_limit_deg must be within [0, 5], got {self.roll_limit_deg}")
         for name in ("hflip_p", "brightness_contrast_p", "blur_p", "noise_p", "jpeg_p", "coarse_dropout_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"augment.{name} must be a probability, got {value}")
+                raise ParamsError(f"augment.{name} must be a probability, got {value}")
         if not 0.0 <= self.scale_limit < 1.0 or not 0.0 <= self.shift_limit < 0.5:
-            raise ValueError("augment.scale_limit must be in [0, 1) and shift_limit in [0, 0.5)")
+            raise ParamsError("augment.scale_limit must be in [0, 1) and shift_limit in [0, 0.5)")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AugmentParams:
@@ -62,9 +65,9 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"train.arch must be one of {ARCHS}, got {self.arch!r}")
+            raise ParamsError(f"train.arch must be one of {ARCHS}, got {self.arch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.num_threads < 0:
-            raise ValueError("train.epochs and batch_size must be ≥ 1, lr > 0, num_threads ≥ 0")
+            raise ParamsError("train.epochs and batch_size must be ≥ 1, lr > 0, num_threads ≥ 0")
 
     @classmethod
     def from_dict(cls, train: Mapping[str, Any], seed: int = 42) -> TrainParams:
@@ -109,5 +112,5 @@ def _known(cls: type, data: Mapping[str, Any], section: str) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown key(s) in {section}: {', '.join(unknown)}")
+        raise ParamsError(f"unknown key(s) in {section}: {', '.join(unknown)}")
     return dict(data)

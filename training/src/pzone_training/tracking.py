@@ -15,6 +15,8 @@ from torch import nn
 
 from pzone_pipelines.tracking import CHAMPION_ALIAS
 
+CHECKPOINT_ARTIFACT = "checkpoint"  # artifact folder of a training run that holds its models/model.pt
+
 
 def dataset_hash(lock_path: Path | str = "dvc.lock", snapshot_dir: Path | str = "data/snapshot") -> str:
     """DVC's md5 of the snapshot (from dvc.lock), else sha256 of the snapshot's manifest, else ""."""
@@ -35,6 +37,42 @@ def dataset_hash(lock_path: Path | str = "dvc.lock", snapshot_dir: Path | str = 
     if manifest.exists():
         return "sha256:" + hashlib.sha256(manifest.read_bytes()).hexdigest()
     return ""
+
+
+def log_lineage(root: Path, prepared_dir: Path, digest: str, remote_url: str | None) -> None:
+    """Into the active run: the data and code it trains from (:mod:`pzone_pipelines.dataset_record`): the lineage
+    artifacts, the digest and code tags, and the snapshot as an MLflow dataset input."""
+    import tempfile
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from pzone_pipelines import dataset_record as record
+
+    commit, dirty = record.code_commit(root)
+    tags = {record.DATASET_DIGEST_TAG: digest, record.CODE_COMMIT_TAG: commit}
+    if dirty is not None:
+        tags[record.CODE_DIRTY_TAG] = str(dirty).lower()
+    mlflow.set_tags(tags)
+    manifest_path = root / "data" / "snapshot" / "manifest.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / record.LINEAGE_ARTIFACT
+        record.write_lineage(folder, root, manifest_path, prepared_dir)
+        mlflow.log_artifacts(str(folder), artifact_path=record.LINEAGE_ARTIFACT)
+    if not manifest_path.is_file():
+        return
+    manifest = record.read_manifest(manifest_path)
+    where = record.snapshot_source(remote_url or str((root / record.LOCAL_REMOTE).resolve()), digest)
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways", all of them local
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(where)
+    # MetaDataset implements profile (None); its stubs leave it abstract.
+    dataset = MetaDataset(  # type: ignore[abstract]
+        source=source, name=record.DATASET_NAME, digest=digest.removesuffix(".dir")[:36]
+    )
+    mlflow.log_input(dataset, context=record.DATASET_CONTEXT, tags=record.dataset_input_tags(manifest))
 
 
 def log_pytorch_model(model: nn.Module, image_size: int, metadata: dict[str, Any]) -> str:

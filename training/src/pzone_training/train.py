@@ -260,7 +260,8 @@ def run_stage(
     from pzone_pipelines.tracking import configure_mlflow
     from pzone_training import tracking
 
-    experiment_id = configure_mlflow(Settings())
+    settings = Settings()
+    experiment_id = configure_mlflow(settings)
     data_hash = tracking.dataset_hash()
     logged = {
         **flatten({"train": train_params_dict(p)}),
@@ -286,6 +287,9 @@ def run_stage(
             model, image_size, {k: v for k, v in meta.items() if k != "params"} | {"dataset_hash": data_hash}
         )
         mlflow.log_artifact(str(history_path))
+        # The exact weights, so that `pzone promote` can export any run's model to ONNX (a pt2 graph cannot be).
+        mlflow.log_artifact(str(model_path), artifact_path=tracking.CHECKPOINT_ARTIFACT)
+        tracking.log_lineage(Path.cwd(), prepared_dir, data_hash, settings.dvc_remote_url)
         info = {
             "run_id": run.info.run_id,
             "model_uri": model_uri,

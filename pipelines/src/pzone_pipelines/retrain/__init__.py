@@ -1,9 +1,10 @@
-"""`pzone retrain`: the platform's labels refreshed, the training circle (`dvc repro`) run once, exclusively, then
-the model tier's rollout.
+"""`pzone retrain`: the platform's labels refreshed, the training circle (`dvc repro`, which proposes) and the
+promotion path (`pzone promote`) run once, exclusively, then the model tier's rollout.
 
 * :mod:`.lock` — one retrain at a time, per machine and per database;
 * :mod:`.refresh` — the label refresh, platform work (:func:`refresh_platform_labels`);
-* :mod:`.pipeline` — the refresh, `dvc repro` as a subprocess and what it decided (:func:`retrain_once`);
+* :mod:`.pipeline` — the refresh, `dvc repro` and `pzone promote` as subprocesses, what they decided
+  (:func:`retrain_once`);
 * :mod:`.rollout` — which model version the tier serves, and the wait for a new one;
 * :mod:`.auto` — what ``--auto`` decides on (:func:`should_retrain` is pure);
 * :mod:`.command` — the command itself and its exit codes; :mod:`.settings` — its settings.
@@ -27,6 +28,7 @@ from pzone_pipelines.retrain.pipeline import (
     read_json,
     retrain_once,
     run_pipeline,
+    run_promotion,
 )
 from pzone_pipelines.retrain.refresh import project_label_params, refresh_platform_labels
 from pzone_pipelines.retrain.rollout import served_version, serving_workers, wait_for_version
@@ -51,6 +53,7 @@ __all__ = [
     "refresh_platform_labels",
     "retrain_once",
     "run_pipeline",
+    "run_promotion",
     "served_version",
     "serving_workers",
     "should_retrain",

@@ -1,4 +1,5 @@
-"""``pzone retrain``: run the training circle once, exclusively, and wait for the model tier to serve a promotion."""
+"""``pzone retrain``: run the training circle and the promotion path once, exclusively, and wait for the model tier
+to serve a promotion."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def command(
         typer.Option(help="After a promotion, wait until the model tier (PZONE_MODEL_TIER_URL) serves it."),
     ] = True,
 ) -> None:
-    """Refresh the platform's labels, run `dvc repro` (snapshot → … → package) once, never two at a time, and wait
-    for the model tier to roll.
+    """Refresh the platform's labels, run `dvc repro` (snapshot → … → propose) and, for a new model, `pzone promote`
+    (the gate, then the BentoML store) once, never two at a time, and wait for the model tier to roll.
 
     Exit codes: 0 done (promoted, kept, nothing new or nothing to do), 1 a stage failed or the platform's
     database cannot be read, 2 bad settings or project,
@@ -114,7 +115,7 @@ def _report(outcome: Outcome, settings: RetrainSettings, wait: bool) -> int:
         errors = [line for line in run.tail if "ERROR" in line or "error" in line.lower()]
         detail = errors[-1] if errors else (run.tail[-1] if run.tail else "no output")
         console.print(
-            f"[red]retrain failed[/red] in stage {escape(run.failed_stage or '?')} (dvc exit {run.returncode}): "
+            f"[red]retrain failed[/red] in stage {escape(run.failed_stage or '?')} (exit {run.returncode}): "
             f"{escape(detail.strip())}"
         )
         return EXIT_PIPELINE_FAILED
@@ -130,7 +131,7 @@ def _report(outcome: Outcome, settings: RetrainSettings, wait: bool) -> int:
             f"{outcome.decision.get('champion_macro_f1')}); the champion stays {version or 'none'}"
         )
         return 0
-    console.print(f"[green]promoted[/green] {version} ({scores}) in {run.seconds:.0f}s")
+    console.print(f"[green]promoted[/green] {version} ({scores}) in {outcome.seconds:.0f}s")
     if not wait or version is None:
         return 0
     if not settings.model_tier_url:

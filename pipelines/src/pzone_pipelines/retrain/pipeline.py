@@ -1,5 +1,6 @@
-"""One run of the training circle: the platform's labels refreshed, `dvc repro` in a project, its output streamed,
-and what it decided."""
+"""One run of the training circle: the platform's labels refreshed, `dvc repro` in a project (it ends in a
+proposal), then the promotion path (`pzone promote`, a child process) for a new proposal, both streamed, and what
+was decided."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from typing import Any
 
 DECISION = Path("reports/decision.json")
 PACKAGE = Path("reports/package.json")
+PROPOSE_STAGE = (
+    "propose"  # the pipeline's last stage: it ran, so there is a new model to take through the gate
+)
+PROMOTE_STEP = "promote"
 
 _RUNNING = re.compile(r"Running stage '([^']+)'")
 _FAILED = re.compile(r"failed to reproduce '([^']+)'")
@@ -39,6 +44,7 @@ class PipelineRun:
     stages_run: list[str]
     tail: list[str]  # the last lines of the output, for the failure message
     seconds: float
+    step: str | None = None  # what failed when it is not one of DVC's stages (the promotion)
 
     @property
     def ok(self) -> bool:
@@ -46,7 +52,7 @@ class PipelineRun:
 
     @property
     def failed_stage(self) -> str | None:
-        return None if self.ok else failed_stage(self.tail)
+        return None if self.ok else (self.step or failed_stage(self.tail))
 
 
 def pipeline_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -69,9 +75,44 @@ def run_pipeline(
     tail_lines: int = 60,
 ) -> PipelineRun:
     """`dvc repro` in ``project``, its output (stdout and stderr) streamed line by line to ``on_line``."""
+    return stream(
+        [sys.executable, "-m", "dvc", "repro"],
+        project,
+        env=env,
+        on_line=on_line,
+        should_stop=should_stop,
+        tail_lines=tail_lines,
+    )
+
+
+def run_promotion(
+    project: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] = lambda _line: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> PipelineRun:
+    """`pzone promote` for the run in the project's models/run.json: the promotion path, in the package that
+    holds it (the trainer's image installs it), as a child process of the `pzone` command."""
+    argv = [sys.executable, "-m", "pzone.cli", PROMOTE_STEP, "--project", str(project)]
+    run = stream(argv, project, env=env, on_line=on_line, should_stop=should_stop)
+    run.step = PROMOTE_STEP
+    return run
+
+
+def stream(
+    argv: list[str],
+    project: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] = lambda _line: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    tail_lines: int = 60,
+) -> PipelineRun:
+    """``argv`` in ``project``, its output (stdout and stderr) streamed line by line to ``on_line``."""
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
+        argv,
         cwd=project,
         env=pipeline_env(env),
         stdout=subprocess.PIPE,
@@ -122,13 +163,14 @@ def expected_version(package: Mapping[str, Any]) -> str | None:
 
 @dataclass
 class Outcome:
-    """What one retrain did. ``trained`` is false when DVC found nothing new (every stage skipped)."""
+    """What one retrain did. ``trained`` is false when DVC found nothing new (the pipeline proposed nothing)."""
 
-    pipeline: PipelineRun
+    pipeline: PipelineRun  # `dvc repro`, or the promotion when that failed
     trained: bool = False
     promoted: bool = False
     decision: dict[str, Any] = field(default_factory=dict)
     package: dict[str, Any] = field(default_factory=dict)
+    promotion: PipelineRun | None = None
 
     @property
     def champion_version(self) -> str | None:
@@ -138,6 +180,11 @@ class Outcome:
     def test_macro_f1(self) -> float | None:
         value = self.decision.get("challenger_macro_f1")
         return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def seconds(self) -> float:
+        promotion = self.promotion.seconds if self.promotion and self.promotion is not self.pipeline else 0.0
+        return self.pipeline.seconds + promotion
 
 
 def retrain_once(
@@ -149,19 +196,26 @@ def retrain_once(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Outcome:
     """Refresh the platform's sensor labels (the project's ``labels`` params; the snapshot stage only reads), run
-    the pipeline and read what it decided; the caller holds :func:`exclusive`."""
+    the pipeline, and when it proposed a new model, the promotion path; read what was decided. The caller holds
+    :func:`exclusive`."""
+    from pzone_pipelines.register import REFUSED_EXIT_CODE
     from pzone_pipelines.retrain.refresh import describe, project_label_params, refresh_platform_labels
 
     on_line(describe(refresh_platform_labels(database_url, project_label_params(project))))
-    before = read_json(project / DECISION)
     run = run_pipeline(project, env=env, on_line=on_line, should_stop=should_stop)
     outcome = Outcome(run)
+    if run.ok and PROPOSE_STAGE in run.stages_run:
+        promotion = run_promotion(project, env=env, on_line=on_line, should_stop=should_stop)
+        outcome.promotion = promotion
+        if promotion.returncode not in (0, REFUSED_EXIT_CODE):
+            promotion.stages_run = [*run.stages_run, PROMOTE_STEP]
+            outcome.pipeline = promotion
+            return outcome
+        outcome.trained = True
     if not run.ok:
         return outcome
-    decision = read_json(project / DECISION)
-    outcome.decision = decision
+    outcome.decision = read_json(project / DECISION)
     outcome.package = read_json(project / PACKAGE)
-    # `register` rewrites decision.json with a new time whenever it runs; unchanged: nothing was trained.
-    outcome.trained = "register" in run.stages_run and decision != before
-    outcome.promoted = outcome.trained and decision.get("promote") is True
+    promoted = outcome.promotion is not None and outcome.promotion.ok
+    outcome.promoted = promoted and outcome.decision.get("promote") is True
     return outcome

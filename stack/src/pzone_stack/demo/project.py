@@ -1,4 +1,5 @@
-"""The demo's copy of the project: the repository's pipeline, the sources its stages run, and demo-sized params.
+"""The demo's copy of the project: the repository's pipeline, the sources its stages run and the promotion builds
+into the Bento, and demo-sized params.
 
 `dvc repro` runs in the copy, so the user's ``params.yaml``, ``data/`` and ``dvc.lock`` are never touched.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pzone_pipelines.params import PARAMS_FILE, load_params
+from pzone_training.bento import BENTOFILE, bento_sources
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,7 +30,8 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
 
 def make_project(repo: Path, root: Path, overrides: Mapping[str, Any]) -> Path:
     """A DVC project at ``root``: the repository's dvc.yaml, every source its stages depend on (not the pipeline's
-    outputs) and params.yaml with ``overrides``; ``dvc init --no-scm``."""
+    outputs), the model tier's Bento sources (bentofile.yaml's), and params.yaml with ``overrides``;
+    ``dvc init --no-scm``."""
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
@@ -40,18 +43,17 @@ def make_project(repo: Path, root: Path, overrides: Mapping[str, Any]) -> Path:
         for key in ("outs", "metrics", "plots")
         for out in stage.get(key, [])
     }
-    for stage in pipeline["stages"].values():
-        for dep in stage.get("deps", []):
-            if any(dep == out or dep.startswith(f"{out}/") for out in outputs):
-                continue
-            source, target = repo / dep, root / dep
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(
-                    source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-                )
-            elif source.is_file():
-                shutil.copy(source, target)
+    deps = [dep for stage in pipeline["stages"].values() for dep in stage.get("deps", [])]
+    # The promotion path (`pzone promote`, which retrain runs) builds the model tier's Bento in the project.
+    for dep in [*deps, BENTOFILE, *bento_sources(repo)]:
+        if any(dep == out or dep.startswith(f"{out}/") for out in outputs):
+            continue
+        source, target = repo / dep, root / dep
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.is_file():
+            shutil.copy(source, target)
     params = merge(load_params(repo / PARAMS_FILE), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     for args in (("init", "--no-scm", "-q", "-f"), ("config", "core.analytics", "false")):
