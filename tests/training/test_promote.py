@@ -139,17 +139,6 @@ def test_experiments_never_touch_serving_and_promote_is_the_way_in(
     assert read(root, "reports/decision.json")["promote"] is False
     assert run_tags(root, worse["run_id"])["pzone.promoted"] == "false"
 
-    # Params that break training fail in their own stage, with a sentence; registry and serving stay.
-    for params, stage, message in BAD_PARAMS:
-        done = in_clone(root, "dvc", "exp", "run", *params)
-        out = output(done)
-        assert done.returncode != 0 and f"failed to reproduce '{stage}'" in out and message in out, out[
-            -3000:
-        ]
-        assert "Traceback" not in out
-        assert registry(root) == {"1": "previous-champion", "2": "champion", "3": "challenger"}
-        assert served_model(root) == second_served
-
     # Bad input to the promotion: a sentence, exit 2, nothing moved.
     for args, message in (
         (("--run", "0" * 32), f"there is no MLflow run '{'0' * 32}'"),
@@ -161,6 +150,21 @@ def test_experiments_never_touch_serving_and_promote_is_the_way_in(
         assert done.returncode == 2 and f"error: {message}" in out and "Traceback" not in out, out
     assert registry(root) == {"1": "previous-champion", "2": "champion", "3": "challenger"}
     assert served_model(root) == second_served
+
+    # Params that break training fail in their own stage, with a sentence; registry and serving stay.
+    for params, stage, message in BAD_PARAMS:
+        done = in_clone(root, "dvc", "exp", "run", *params)
+        out = output(done)
+        assert done.returncode != 0 and f"failed to reproduce '{stage}'" in out and message in out, out[
+            -3000:
+        ]
+        assert "Traceback" not in out
+        assert registry(root) == {"1": "previous-champion", "2": "champion", "3": "challenger"}
+        assert served_model(root) == second_served
+    # The last one left no prepared split: a promotion says so rather than measure on nothing.
+    done = in_clone(root, "pzone.cli", "promote", "--run", better["run_id"])
+    out = " ".join(output(done).split())
+    assert done.returncode == 2 and "error: no prepared test split at" in out, out
 
 
 @pytest.mark.unit

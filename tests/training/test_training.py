@@ -397,7 +397,13 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
     _write_split(tmp_path / "data/prepared/val", *bar_split(0, 2))  # an empty val split is allowed
     _write_split(tmp_path / "data/prepared/test", *bar_split(12, 3))
     (tmp_path / "data/snapshot").mkdir(parents=True)
-    (tmp_path / "data/snapshot/manifest.json").write_text("{}")
+    manifest = json.dumps(
+        {
+            "classes": list(TILT_CLASSES),
+            "images": [{"sha256": "ab" * 32, "label": "fallen", "photo_ids": ["p1"]}],
+        }
+    )
+    (tmp_path / "data/snapshot/manifest.json").write_text(manifest)
 
     train.main(progress=False)
     run = json.loads((tmp_path / "models/run.json").read_text())
@@ -410,7 +416,7 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
         "train_images_per_s",
     }
     assert run["train_seconds"] > 0 and run["train_images_per_s"] > 0
-    assert run["dataset_hash"] == "sha256:" + hashlib.sha256(b"{}").hexdigest()
+    assert run["dataset_hash"] == "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
     _, meta = load_checkpoint(tmp_path / "models/model.pt")
     assert (
         meta["image_size"] == 32
@@ -431,6 +437,17 @@ def test_train_and_evaluate_stages_track_in_mlflow(tmp_path: Path, monkeypatch: 
     assert experiment.name == "pzone-tilt"
     assert experiment.artifact_location == (tmp_path / ".pzone/mlartifacts").resolve().as_uri()
     assert not (tmp_path / "mlruns").exists()
+    # what it trained from, for `pzone dataset pull` and `pzone lineage` (pzone_pipelines.dataset_record)
+    lineage = {a.path for a in client.list_artifacts(run["run_id"], "lineage")}
+    assert lineage == {
+        f"lineage/{n}" for n in ("params.yaml", "manifest.json", "prepared_ids.json")
+    }  # no dvc.lock
+    assert logged.data.tags["pzone.dataset_digest"] == run["dataset_hash"]
+    assert logged.data.tags["pzone.code_commit"]  # a commit, or "unknown" outside a git work tree
+    (dataset_input,) = logged.inputs.dataset_inputs
+    input_tags = {t.key: t.value for t in dataset_input.tags}
+    assert (input_tags["rows"], input_tags["class_counts"]) == ("1", '{"fallen": 1}')
+    assert dataset_input.dataset.digest == run["dataset_hash"][:36]
 
     evaluate.main()
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
