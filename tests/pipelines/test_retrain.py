@@ -332,3 +332,13 @@ def test_rollout_is_done_only_when_every_worker_serves_the_new_version() -> None
     finally:
         tier.close()
     assert serving_workers(tier.url, timeout_s=1) is None  # nothing listens any more
+
+
+@pytest.mark.unit
+def test_a_relative_data_dir_means_the_projects(tmp_path: Path) -> None:
+    from pzone_pipelines.retrain.settings import RetrainSettings
+
+    relative = RetrainSettings(data_dir=Path(".pzone")).in_project(tmp_path)
+    assert isinstance(relative, RetrainSettings) and relative.data_dir == tmp_path / ".pzone"
+    absolute = RetrainSettings(data_dir=tmp_path / "elsewhere")
+    assert absolute.in_project(tmp_path / "p").data_dir == tmp_path / "elsewhere"

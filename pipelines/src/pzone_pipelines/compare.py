@@ -187,9 +187,7 @@ def command(
         raise fail(
             f"no {escape(str(workspace_metrics))}: run `dvc repro` (or `dvc exp run`) in the project first"
         )
-    settings = settings_or_fail(Settings)
-    if not settings.data_dir.is_absolute():
-        settings = settings.model_copy(update={"data_dir": root / settings.data_dir})
+    settings = settings_or_fail(Settings).in_project(root)
     try:
         client = open_client(settings.tracking_uri)
         ref = model_ref(

@@ -197,9 +197,7 @@ def command(
     root = project.resolve()
     if not (root / "dvc.yaml").is_file():
         raise fail(f"no dvc.yaml in {escape(str(root))}: run from the project root or name it with --project")
-    settings = settings_or_fail(Settings)
-    if not settings.data_dir.is_absolute():
-        settings = settings.model_copy(update={"data_dir": root / settings.data_dir})
+    settings = settings_or_fail(Settings).in_project(root)
 
     def say(line: str) -> None:
         console.print(escape(line), soft_wrap=True, highlight=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Self
+
 from pydantic import Field
 
 from pzone.settings import CoreSettings
@@ -25,6 +28,13 @@ class Settings(CoreSettings):
             "(the local folder .pzone/dvc-remote)."
         ),
     )
+
+    def in_project(self, root: Path) -> Self:
+        """These settings for commands run in the project at ``root``: the stages run there, so a relative data dir
+        means the project's, for them and for the command alike."""
+        if self.data_dir.is_absolute():
+            return self
+        return self.model_copy(update={"data_dir": root / self.data_dir})
 
     @property
     def tracking_uri(self) -> str:

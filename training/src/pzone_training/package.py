@@ -14,7 +14,6 @@ Writes ``reports/package.json``; a failure is a :class:`PackageError` (a sentenc
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -45,6 +44,7 @@ from pzone_training.onnx_export import (
     export_onnx,
     parity_images,
 )
+from pzone_training.records import read_record, write_record
 
 if TYPE_CHECKING:
     from torch import nn
@@ -91,14 +91,6 @@ def package_model(
     return import_model(onnx_path, meta_full, labels, name), parity
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 class PackageError(UserError):
     """There is no champion to package, or its ONNX graph or Bento failed their checks."""
 
@@ -130,7 +122,7 @@ def package_champion(
 
     def load() -> tuple[nn.Module, dict[str, Any]]:
         model, meta, source = load_torch_champion(
-            champion, _read_json(root / run_file), root / checkpoint, client
+            champion, read_record(root / run_file), root / checkpoint, client
         )
         sources.append(source)
         return model, meta
@@ -153,11 +145,6 @@ def package_champion(
         "bentoml_home": str(store_home(imported.tag)),
         "packaged_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ moved); 1 packaging failed (the champion alias is put back).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pzone.errors import UserError
+from pzone_training.records import read_record, write_record
 
 if TYPE_CHECKING:
     from pzone_pipelines.register import Decision, GateParams
@@ -50,14 +50,6 @@ class Candidate:
     model_uri: str  # the logged model that a new version registers
     version: str | None  # already registered: a --version, or a run promoted or refused before
     dataset_hash: str
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def resolve_candidate(
@@ -218,11 +210,6 @@ def enter_registry(
     return str(registered["version"]), registered["aliases_before"]
 
 
-def write_json(path: Path, record: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def command(
     run: Annotated[
         str | None,
@@ -262,10 +249,7 @@ def command(
         raise fail(
             f"no params.yaml in {escape(str(root))}: run from the project root or name it with --project"
         )
-    settings = settings_or_fail(Settings)
-    # The stages run in the project: a relative data dir means the project's, here as for them.
-    if not settings.data_dir.is_absolute():
-        settings = settings.model_copy(update={"data_dir": root / settings.data_dir})
+    settings = settings_or_fail(Settings).in_project(root)
     try:
         record = promote(root, settings, run, version)
     except (PromoteError, RegisterError, ParamsError) as exc:
@@ -274,12 +258,12 @@ def command(
         console.print(f"[red]error:[/red] {escape(str(exc))}; nothing was promoted")
         raise typer.Exit(1) from None
     package = record.pop("package", None)
-    write_json(root / DECISION, record)
+    write_record(root / DECISION, record)
     scores = f"macro-F1 {record['challenger_macro_f1']:.4f} vs champion {record['champion_macro_f1']}"
     label = f"{record['model_name']} v{record['version']}"
     if package is None:
         console.print(f"[yellow]{label} refused[/yellow]: {escape(record['reason'])} ({scores})")
         raise typer.Exit(REFUSED_EXIT_CODE)
-    write_json(root / PACKAGE, package)
+    write_record(root / PACKAGE, package)
     console.print(f"[green]{label} promoted to champion[/green]: {escape(record['reason'])} ({scores})")
     console.print(escape(describe(package)))

@@ -57,9 +57,7 @@ def command(
         raise fail(f"no dvc.yaml in {escape(str(root))}: run from the repository root")
     if every and not auto:
         raise fail("--every needs --auto")
-    # The stages run in the project: a relative data dir means the project's, for them and for us alike.
-    if not settings.data_dir.is_absolute():
-        settings = settings.model_copy(update={"data_dir": root / settings.data_dir})
+    settings = settings.in_project(root)
     env = {**os.environ, "PZONE_DATA_DIR": str(settings.data_dir)}
     while True:
         code = _retrain_step(root, settings, env, auto=auto, wait=wait)
