@@ -1,6 +1,7 @@
-"""Every model's dataset is recoverable: a promotion pushes the run's snapshot and prepared data to the DVC remote,
-`pzone dataset pull` restores exactly that data into a clone, and `dvc repro` there gets the recorded test metrics;
-`pzone compare` puts them beside the workspace's. Bad input is a sentence (exit 2); a lost object is named (exit 1)."""
+"""Every model's dataset is recoverable: the parts of `pzone dataset pull`, the push of a run's data from the DVC
+cache, and `pzone compare`'s table. Bad input is a sentence (exit 2); a lost object is named (exit 1). The whole loop
+(promote → S3 → a clone with nothing but the code and MLflow → pull → `dvc repro` → the recorded metrics → compare)
+runs in tests/training/test_promote.py, on the clone that test trains anyway."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import boto3
 import numpy as np
@@ -36,9 +35,9 @@ from pzone_pipelines.dvc_remote import (
     settings_remote,
 )
 from pzone_pipelines.settings import Settings
-from tests.support.dataset import SeededPlatform, clean_env, fresh_clone, in_clone, write_quick_params
+from tests.support.dataset import remote_key
 from tests.support.lineage import LineageWorld
-from tests.support.s3 import MotoServer
+from tests.support.s3 import MotoServer, bucket_keys
 
 LOCK = """
 schema: '2.0'
@@ -199,16 +198,6 @@ def test_a_confusion_csv_becomes_counts(tmp_path: Path) -> None:
 BUCKET = "pzone-photos"
 
 
-def bucket_keys(server: MotoServer) -> set[str]:
-    s3 = boto3.client("s3", endpoint_url=server.endpoint_url)
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="dvc/")
-    return {item["Key"] for page in pages for item in page.get("Contents", [])}
-
-
-def key_of(md5: str) -> str:
-    return f"dvc/files/md5/{md5[:2]}/{md5[2:]}"
-
-
 # --- the push, from a run that is no longer the workspace's -------------------------------------------------------
 
 STAGES = {
@@ -255,12 +244,13 @@ def test_an_earlier_runs_data_goes_to_s3_from_the_cache_and_lost_objects_are_nam
 
     pushed = push_run_dataset(project, earlier, settings)
     assert pushed.remote == f"s3://{BUCKET}/dvc" and pushed.outs == ("data/snapshot", "data/prepared")
-    keys = bucket_keys(s3_server)
+    keys = bucket_keys(s3_server, BUCKET, "dvc/")
     first, second = (
-        key_of(hashlib.md5(text).hexdigest()) for text in (b"the first dataset\n", b"the second dataset\n")
+        remote_key(hashlib.md5(text).hexdigest())
+        for text in (b"the first dataset\n", b"the second dataset\n")
     )
     assert first in keys and second not in keys
-    assert {key_of(out.md5) for out in data_outs(earlier)} <= keys  # the directory listings too
+    assert {remote_key(out.md5) for out in data_outs(earlier)} <= keys  # the directory listings too
 
     s3.delete_object(Bucket=BUCKET, Key=first)
     shutil.rmtree(project / ".dvc" / "cache")
@@ -306,92 +296,3 @@ def test_pull_of_an_unknown_model_or_one_without_a_dataset_says_which(
     assert result.exit_code == 2, result.output
     assert "error: " in result.output and said in " ".join(result.output.split()), result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml"]  # nothing written
-
-
-# --- the issue's loop: promote → remote → lose everything → pull → repro → the same metrics ----------------------
-
-
-def dataset_keys(cache: Path, lock_text: str) -> dict[str, str]:
-    """The remote key of every object of the lock's data outs → its path (read from the lock and the listings)."""
-    keys: dict[str, str] = {}
-    for stage in ("snapshot", "prepare"):
-        for out in yaml.safe_load(lock_text)["stages"][stage]["outs"]:
-            md5 = out["md5"]
-            keys[f"dvc/files/md5/{md5[:2]}/{md5[2:]}"] = out["path"]
-            if md5.endswith(".dir"):
-                listing = json.loads((cache / "files" / "md5" / md5[:2] / md5[2:]).read_text())
-                for entry in listing:
-                    keys[f"dvc/files/md5/{entry['md5'][:2]}/{entry['md5'][2:]}"] = (
-                        f"{out['path']}/{entry['relpath']}"
-                    )
-    return keys
-
-
-def run_ok(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = in_clone(root, *args, env=env)
-    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-def recorded_metrics(root: Path, run_id: str) -> dict[str, Any]:
-    found = list((root / ".pzone" / "mlartifacts").glob(f"**/{run_id}/artifacts/reports/metrics.json"))
-    assert len(found) == 1, found
-    return dict(json.loads(found[0].read_text()))
-
-
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_a_champions_dataset_comes_back_from_s3_and_retrains_to_its_metrics(
-    tmp_path: Path, seeded_platform: SeededPlatform, s3_server: MotoServer
-) -> None:
-    boto3.client("s3", endpoint_url=s3_server.endpoint_url).create_bucket(Bucket=BUCKET)
-    root = fresh_clone(tmp_path / "clone")
-    seeded_platform.copy_to(root / ".pzone")
-    write_quick_params(root)
-    env = clean_env(
-        BENTOML_HOME=str(root / ".pzone" / "bentoml"),
-        PZONE_DVC_REMOTE_URL=f"s3://{BUCKET}/dvc",
-        PZONE_S3_ENDPOINT_URL=s3_server.endpoint_url,
-    )
-    took: dict[str, float] = {}
-
-    def timed(step: str, *args: str) -> subprocess.CompletedProcess[str]:
-        started = time.monotonic()
-        done = run_ok(root, env, *args)
-        took[step] = round(time.monotonic() - started, 1)
-        return done
-
-    timed("repro", "dvc", "repro")
-    timed("promote", "pzone.cli", "promote")
-    run_id = json.loads((root / "models" / "run.json").read_text())["run_id"]
-    lock = (root / "dvc.lock").read_text()
-    expected = dataset_keys(root / ".dvc" / "cache", lock)
-    assert len(expected) > 75 and set(expected) <= bucket_keys(s3_server)  # every photo, split and listing
-    recorded = recorded_metrics(root, run_id)
-    params = (root / "params.yaml").read_text()
-
-    # A clone that lost everything but the code and the MLflow store: no cache, no data, no platform.
-    for gone in (".dvc/cache", "data", "models", "reports"):
-        shutil.rmtree(root / gone)
-    (root / ".pzone" / "pzone.db").rename(tmp_path / "platform.db")
-    shutil.rmtree(root / ".pzone" / "objects", ignore_errors=True)
-    (root / "params.yaml").write_text("base: {seed: 1}\n")  # whatever the workspace holds now
-
-    pulled = timed("pull", "pzone.cli", "dataset", "pull", "--model", "pzone-tilt@champion")
-    assert "pzone-tilt/1 (@challenger, @champion): MLflow run " + run_id in pulled.stdout, pulled.stdout
-    assert "froze the snapshot stage" in pulled.stdout
-    assert (root / "params.yaml").read_text() == params  # the recorded params, the workspace's overwritten
-
-    repro = timed("repro again", "dvc", "repro")
-    assert "Stage 'prepare' didn't change, skipping" in repro.stdout, repro.stdout
-    assert not (root / ".pzone" / "pzone.db").exists()  # the snapshot stage never looked for a platform
-    reproduced = json.loads((root / "reports" / "metrics.json").read_text())
-    assert reproduced == recorded, (
-        reproduced,
-        recorded,
-    )  # same data, params and seed: the same numbers on CPU
-
-    compared = timed("compare", "pzone.cli", "compare", "--model", "pzone-tilt@champion")
-    assert "F1 fallen" in compared.stdout and "+0.0000" in compared.stdout, compared.stdout
-    assert (root / "reports" / "compare.png").stat().st_size > 10_000
-    print(f"\ndataset loop steps (s): {took}")

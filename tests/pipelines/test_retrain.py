@@ -160,7 +160,7 @@ def test_retrain_promotes_then_skips_then_keeps_and_auto_decides(tmp_path: Path)
     assert again.returncode == 0 and "nothing new" in again.stdout, again.stdout
 
     # A challenger that cannot pass the gate (a margin no model can clear: the tiny models here are too close to
-    # chance for a shuffled-label control to lose reliably; tests/pipelines/test_repro.py has that one) is kept out.
+    # chance for a shuffled-label control to lose reliably; tests/training/test_promote.py has that one) is kept out.
     write_params(root, {**TINY, "register": {**TINY["register"], "margin": 0.99}})
     kept = pzone_retrain(root, env)
     assert kept.returncode == 0, kept.stdout + kept.stderr
@@ -245,37 +245,31 @@ def withdraw_champion(root: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_retrain_waits_until_a_live_model_tier_serves_the_new_champion(tmp_path: Path) -> None:
-    """A real ``bentoml serve`` on the project's model store with its watcher on: retrain promotes, the tier swaps
-    the new champion in, retrain sees it answer with it; with the tier down, retrain says so and exits 4."""
+    """With the tier away, the promotion stands and retrain says that nothing serves it (exit 4); a real
+    ``bentoml serve`` on the project's model store with its watcher on then serves that champion, and the next
+    retrain promotes, sees the tier swap the new champion in on every worker, and exits 0."""
     root = make_project(tmp_path / "p", TINY)
     populate_platform(root, 120, seed=11)
-    env = project_env(root)
-    first = pzone_retrain(root, env)
-    assert first.returncode == 0 and "promoted pzone-tilt/1" in first.stdout, first.stdout + first.stderr
-
     tier = TierProcess(root / ".pzone" / "bentoml", tmp_path / "tier.log")
     tier.env["PZONE_MODEL_WATCH_INTERVAL_S"] = "0.5"
     tier.env["PZONE_MODEL_WORKERS"] = "2"  # each worker swaps on its own: retrain waits for both
+    waiting = {**project_env(root), "PZONE_MODEL_TIER_URL": tier.url, "PZONE_RETRAIN_ROLLOUT_TIMEOUT_S": "2"}
+    first = pzone_retrain(root, waiting)  # nothing listens at the tier's address yet
+    assert first.returncode == EXIT_ROLLOUT_TIMEOUT, first.stdout + first.stderr
+    assert "promoted pzone-tilt/1" in first.stdout and "still answers with nothing" in first.stdout
+
     tier.start(timeout=120)
     try:
-        assert served_version(tier.url) == "pzone-tilt/1"
+        assert served_version(tier.url) == "pzone-tilt/1"  # the promotion stood
         withdraw_champion(root)
         write_params(root, {**TINY, "train": {**TINY["train"], "epochs": 5}})
-        waiting = {**env, "PZONE_MODEL_TIER_URL": tier.url, "PZONE_RETRAIN_ROLLOUT_TIMEOUT_S": "60"}
-        second = pzone_retrain(root, waiting)
+        second = pzone_retrain(root, {**waiting, "PZONE_RETRAIN_ROLLOUT_TIMEOUT_S": "60"})
         out = second.stdout
         assert second.returncode == 0, out + second.stderr + tier.tail()
         assert "promoted pzone-tilt/2" in out
         assert f"the model tier at {tier.url} now serves pzone-tilt/2" in out
         assert served_version(tier.url) == "pzone-tilt/2"
         assert serving_workers(tier.url) == {"pzone-tilt/1": 0.0, "pzone-tilt/2": 2.0}
-
-        tier.stop()  # the tier is away: the promotion stands, retrain reports that nothing serves it
-        withdraw_champion(root)
-        write_params(root, {**TINY, "train": {**TINY["train"], "epochs": 4}})
-        third = pzone_retrain(root, {**waiting, "PZONE_RETRAIN_ROLLOUT_TIMEOUT_S": "2"})
-        assert third.returncode == EXIT_ROLLOUT_TIMEOUT, third.stdout + third.stderr
-        assert "promoted pzone-tilt/3" in third.stdout and "still answers with nothing" in third.stdout
     finally:
         tier.stop()
 

@@ -8,6 +8,7 @@ briefly) and quick training params are :data:`QUICK_PARAMS`: a project that trai
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,3 +125,30 @@ def seed_platform(root: Path) -> SeededPlatform:
             raise AssertionError(f"pzone dataset seed {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         outputs.append(done.stdout)
     return SeededPlatform(root / ".pzone", QUICK_PARAMS, tuple(outputs))
+
+
+def remote_key(md5: str, prefix: str = "dvc") -> str:
+    """Where DVC keeps the object ``md5`` under a remote's ``prefix`` (its ``files/md5`` layout)."""
+    return f"{prefix}/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def dataset_keys(cache: Path, lock_text: str) -> dict[str, str]:
+    """The remote key of every object of the lock's data outs (snapshot and prepare) → its path, read from the lock
+    and, for a directory, its listing in the DVC cache."""
+    keys: dict[str, str] = {}
+    for stage in ("snapshot", "prepare"):
+        for out in yaml.safe_load(lock_text)["stages"][stage]["outs"]:
+            md5 = out["md5"]
+            keys[remote_key(md5)] = out["path"]
+            if md5.endswith(".dir"):
+                listing = json.loads((cache / "files" / "md5" / md5[:2] / md5[2:]).read_text())
+                for entry in listing:
+                    keys[remote_key(entry["md5"])] = f"{out['path']}/{entry['relpath']}"
+    return keys
+
+
+def recorded_metrics(data_dir: Path, run_id: str) -> dict[str, Any]:
+    """The test metrics the MLflow run ``run_id`` logged (``reports/metrics.json`` among its artifacts)."""
+    found = list((data_dir / "mlartifacts").glob(f"**/{run_id}/artifacts/reports/metrics.json"))
+    assert len(found) == 1, found
+    return dict(json.loads(found[0].read_text()))

@@ -76,3 +76,12 @@ class MotoServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
             self.process = None
+
+
+def bucket_keys(server: MotoServer, bucket: str, prefix: str = "") -> set[str]:
+    """Every key under ``prefix`` in ``bucket`` (boto3's own paginator)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=server.endpoint_url)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
