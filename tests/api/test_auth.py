@@ -433,18 +433,47 @@ def test_in_process_window_slides() -> None:
     now = [1000.0]
     limiter = InProcessLoginLimiter(max_attempts=3, window_s=60, clock=lambda: now[0])
     for step in range(3):
-        assert limiter.blocked_for(["k"]) == 0
-        limiter.record_failure(["k"])
-        now[0] += 10 * (step < 2)  # failures at t=1000, 1010, 1020
-    assert limiter.blocked_for(["k", "other"]) == 40  # the oldest (1000) leaves the window at 1060
+        assert limiter.reserve(["k"]) == 0
+        now[0] += 10 * (step < 2)  # attempts at t=1000, 1010, 1020
+    assert limiter.reserve(["k", "other"]) == 40  # the oldest (1000) leaves the window at 1060
+    assert limiter.reserve(["other"]) == 0  # ... and a refused attempt counted against no key
     now[0] = 1059.5
-    assert limiter.blocked_for(["k"]) == 1
+    assert limiter.reserve(["k"]) == 1
     now[0] = 1060.0
-    assert limiter.blocked_for(["k"]) == 0  # one slot free again ...
-    limiter.record_failure(["k"])
-    assert limiter.blocked_for(["k"]) == 10  # ... and used: now the one of 1010 is the oldest
+    assert limiter.reserve(["k"]) == 0  # one slot free again, and used: now the one of 1010 is the oldest
+    assert limiter.reserve(["k"]) == 10
+    limiter.release(["k"])  # a success gives its attempt back
+    assert limiter.reserve(["k"]) == 0
     limiter.reset("k")
-    assert limiter.blocked_for(["k"]) == 0
+    assert [limiter.reserve(["k"]) for _ in range(4)] == [0, 0, 0, 60]
+    limiter.release(["unknown"])  # nothing to give back: nothing happens
+
+
+def test_parallel_wrong_passwords_get_no_more_tries_than_the_limit(
+    pg_url: str, backend: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Each attempt is counted before its password is hashed: 12 at once from one address, limit 3, get three 401s
+    and nine 429s, however the hashes overlap."""
+    import concurrent.futures
+
+    app = build_app(pg_url, tmp_path, backend, redis_prefix, login_max_attempts=3, login_window_s=60)
+    with TestClient(app) as client:
+        signup(client, "ana@example.com", PASSWORD)
+        client.cookies.clear()
+
+        def attempt(n: int) -> int:
+            body = {"email": "ana@example.com", "password": f"wrong password {n}"}
+            return client.post("/api/auth/login", json=body).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            codes = sorted(pool.map(attempt, range(12)))
+        assert codes == [401] * 3 + [429] * 9, codes
+        assert (
+            client.post(
+                "/api/auth/login", json={"email": "ana@example.com", "password": PASSWORD}
+            ).status_code
+            == 429
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

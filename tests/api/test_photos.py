@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,47 @@ def test_direct_upload_orients_strips_and_dedupes(api: dict[str, Any]) -> None:
     assert not any(key.startswith("uploads/") for key in before)
     history = client.get("/api/photos").json()
     assert history["total"] == 2 and history["items"][0]["id"] == again.json()["id"]  # newest first
+
+
+class ReplacedAfterDownload:
+    """The worker's store, with each staged upload replaced by other bytes as soon as the worker has read it: a
+    second PUT through the presigned URL (still valid) landing between the check and the store."""
+
+    def __init__(self, store: Any, replacement: bytes) -> None:
+        self.store, self.replacement, self.replaced = store, replacement, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[Any]:
+        with self.store.open(key) as stream:
+            yield stream
+        if key.startswith("uploads/"):
+            self.store.put_bytes(key, self.replacement, "image/jpeg")
+            self.replaced.append(key)
+
+
+def test_the_stored_original_is_the_checked_bytes_whatever_lands_on_the_upload_key_after(
+    api: dict[str, Any],
+) -> None:
+    client, store, app = api["client"], api["store"], api["app"]
+    csrf = signup(client, "race@example.com", "correct horse battery")
+    racing = ReplacedAfterDownload(store, b"<html><script>alert(1)</script></html>")
+    app.state.photo_queue.store = racing
+    data = photo_bytes((320, 240))
+    done = direct_upload(client, csrf, data)
+    assert done.status_code == 200, done.text
+    assert racing.replaced  # the late PUT did land, after the worker's download
+    photo = done.json()
+    assert photo["sha256"] == hashlib.sha256(data).hexdigest()
+    engine = make_engine(api["db"])
+    with Session(engine) as session:
+        original_key = session.scalars(select(Photo.original_key).where(Photo.id == photo["id"])).one()
+    engine.dispose()
+    assert original_key is not None and store.get_bytes(original_key) == data
+    assert store.head(original_key).content_type == "image/jpeg"
+    assert not any(key.startswith("uploads/") for key in object_keys(store))  # the late object went too
 
 
 def test_multipart_upload(api: dict[str, Any]) -> None:

@@ -1,8 +1,11 @@
 """Limits on failed logins, per normalized e-mail address and per client address.
 
 After ``login_max_attempts`` failures of one key within ``login_window_s``, further logins for that key are refused
-(429 with ``Retry-After``) until the window has passed. A successful login resets its e-mail key (not the client
-address's: one valid account must not unlock guessing at others from the same address).
+(429 with ``Retry-After``) until the window has passed. Each attempt is *reserved* before its password is hashed:
+one atomic step checks every key and counts the attempt against all of them, so parallel attempts cannot all pass a
+check made before any of them failed (a hash takes a while). A failed attempt keeps its reservation, which is the
+failure counted; a successful one resets its e-mail key and gives the client address's reservation back (one valid
+account must not unlock guessing at others from the same address, nor use up its address's attempts).
 
 * :class:`RedisLoginLimiter` (when ``PZONE_REDIS_URL`` is set): a fixed window per key, ``INCR`` and ``EXPIRE`` in one
   Lua call; shared by every API process and surviving restarts.
@@ -33,11 +36,15 @@ if TYPE_CHECKING:
 
 
 class LoginLimiter(Protocol):
-    def blocked_for(self, keys: Sequence[str]) -> int:
-        """0 when every key may try again, else the seconds until all may (at least 1)."""
+    def reserve(self, keys: Sequence[str]) -> int:
+        """Count one attempt against every key and return 0; or, when a key has had its attempts, count nothing and
+        return the seconds until every key may try again (at least 1). Atomic across threads and processes that
+        share the limiter's store."""
         ...
 
-    def record_failure(self, keys: Sequence[str]) -> None: ...
+    def release(self, keys: Sequence[str]) -> None:
+        """Give back one reserved attempt of each key (an attempt that succeeded)."""
+        ...
 
     def reset(self, key: str) -> None: ...
 
@@ -58,53 +65,82 @@ class InProcessLoginLimiter:
         self.max_attempts = max_attempts
         self.window_s = window_s
         self.clock = clock
-        # Only the newest max_attempts failures of a key matter, so each deque is bounded.
-        self._failures: dict[str, deque[float]] = {}
+        # Only the newest max_attempts attempts of a key matter, so each deque is bounded.
+        self._attempts: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
         self._since_sweep = 0
 
-    def blocked_for(self, keys: Sequence[str]) -> int:
+    def reserve(self, keys: Sequence[str]) -> int:
         now = self.clock()
-        wait = 0.0
         with self._lock:
+            wait = 0.0
             for key in keys:
-                times = self._failures.get(key)
+                times = self._attempts.get(key)
                 if times is not None and len(times) >= self.max_attempts:
                     wait = max(wait, times[0] + self.window_s - now)
-        return max(1, math.ceil(wait)) if wait > 0 else 0
-
-    def record_failure(self, keys: Sequence[str]) -> None:
-        now = self.clock()
-        with self._lock:
+            if wait > 0:
+                return max(1, math.ceil(wait))
             for key in keys:
-                times = self._failures.get(key)
+                times = self._attempts.get(key)
                 if times is None:
-                    times = self._failures[key] = deque(maxlen=self.max_attempts)
+                    times = self._attempts[key] = deque(maxlen=self.max_attempts)
                 times.append(now)
             self._since_sweep += 1
             if self._since_sweep >= self.SWEEP_EVERY:
                 self._since_sweep = 0
                 horizon = now - self.window_s
-                for key in [k for k, t in self._failures.items() if not t or t[-1] <= horizon]:
-                    del self._failures[key]
+                for key in [k for k, t in self._attempts.items() if not t or t[-1] <= horizon]:
+                    del self._attempts[key]
+        return 0
+
+    def release(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                times = self._attempts.get(key)
+                if times:
+                    times.pop()  # the newest: this attempt's, or one as recent
 
     def reset(self, key: str) -> None:
         with self._lock:
-            self._failures.pop(key, None)
+            self._attempts.pop(key, None)
 
 
-# INCR, and start the window's expiry on the first failure (atomic, so a key never lives without a TTL).
-_HIT_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('TTL', KEYS[1]) < 0 then
-    redis.call('EXPIRE', KEYS[1], ARGV[1])
+# Check every key, then count the attempt against all of them, in one step (Redis runs a script atomically); a key's
+# window starts with its first attempt, and a key never lives without a TTL. KEYS: the limit keys; ARGV: the attempts
+# allowed, the window in seconds. Returns 0, or the seconds until every key may try again.
+_RESERVE_SCRIPT = """
+local wait = 0
+for _, key in ipairs(KEYS) do
+    local n = tonumber(redis.call('GET', key) or '0')
+    if n >= tonumber(ARGV[1]) then
+        local ttl = redis.call('TTL', key)
+        if ttl < 1 then ttl = tonumber(ARGV[2]) end
+        if ttl > wait then wait = ttl end
+    end
 end
-return n
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+    local n = redis.call('INCR', key)
+    if n == 1 or redis.call('TTL', key) < 0 then
+        redis.call('EXPIRE', key, ARGV[2])
+    end
+end
+return 0
+"""
+# Give one attempt back, never below zero (the window may have ended meanwhile, and the key with it).
+_RELEASE_SCRIPT = """
+for _, key in ipairs(KEYS) do
+    if tonumber(redis.call('GET', key) or '0') > 0 then
+        redis.call('DECR', key)
+    end
+end
+return 0
 """
 
 
 class RedisLoginLimiter:
-    """Fixed window per key in Redis: ``<prefix>login:<key>`` counts failures and expires with the window."""
+    """Fixed window per key in Redis: ``<prefix>login:<key>`` counts the attempts (a success gives its address's
+    back) and expires with the window."""
 
     def __init__(
         self, client: redis.Redis, max_attempts: int, window_s: int, prefix: str = DEFAULT_REDIS_PREFIX
@@ -113,26 +149,17 @@ class RedisLoginLimiter:
         self.max_attempts = max_attempts
         self.window_s = window_s
         self.prefix = prefix
-        self._hit = client.register_script(_HIT_SCRIPT)
+        self._reserve = client.register_script(_RESERVE_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}login:{key}"
 
-    def blocked_for(self, keys: Sequence[str]) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(self._key(key))
-            pipe.ttl(self._key(key))
-        replies = pipe.execute()
-        wait = 0
-        for count, ttl in zip(replies[::2], replies[1::2], strict=True):
-            if count is not None and int(count) >= self.max_attempts:
-                wait = max(wait, int(ttl) if int(ttl) > 0 else self.window_s)
-        return wait
+    def reserve(self, keys: Sequence[str]) -> int:
+        return int(self._reserve(keys=[self._key(k) for k in keys], args=[self.max_attempts, self.window_s]))
 
-    def record_failure(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self._hit(keys=[self._key(key)], args=[self.window_s])
+    def release(self, keys: Sequence[str]) -> None:
+        self._release(keys=[self._key(k) for k in keys])
 
     def reset(self, key: str) -> None:
         self.client.delete(self._key(key))

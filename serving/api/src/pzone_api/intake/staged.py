@@ -56,9 +56,7 @@ def process_staged(
                 session.commit()
                 raise IntakeError(409, "not_uploaded", "nothing was uploaded for this photo (yet)") from None
         with _downloaded(store, upload_key, max_bytes) as path:
-            _store_checked(
-                session, store, settings, photo, path, photo.declared_content_type, source_key=upload_key
-            )
+            _store_checked(session, store, settings, photo, path, photo.declared_content_type)
     except ObjectNotFound:
         _discard(session, store, photo)
         raise IntakeError(409, "not_uploaded", "the uploaded object is gone") from None
@@ -86,13 +84,11 @@ def _store_checked(
     photo: Photo,
     path: Path,
     declared: str | None,
-    *,
-    source_key: str,
 ) -> None:
     """Inspect, store original and derivatives, ask for a verdict, commit. Cleans up its own objects on failure.
 
-    ``source_key``: where the bytes are in the store (the staging key): the original is a store-side copy of it,
-    so the photo's bytes are not uploaded a second time.
+    The original is written from ``path``, the very bytes that were checked and hashed, never copied from the
+    staging key: a presigned PUT stays valid after the download, and whatever is at that key by now is unchecked.
     """
     if path.stat().st_size == 0:
         raise IntakeError(422, "empty", "the upload is empty")
@@ -114,7 +110,8 @@ def _store_checked(
     try:
         original_key = content_addressed_key("originals", sha, ACCEPTED_TYPES[info.content_type])
         if store.head(original_key) is None:  # same bytes twice = one object
-            store.copy(source_key, original_key, info.content_type)
+            with path.open("rb") as checked:
+                store.put_stream(original_key, checked, info.content_type)
             created.append(original_key)
         keys = {}
         for name, data in derivatives.items():

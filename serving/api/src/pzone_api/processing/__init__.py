@@ -3,8 +3,8 @@
 The API does the cheap part of an upload (:func:`pzone_api.intake.claim_upload` / ``stage_upload``: rows, sizes,
 declared type, bytes staged in the object store) and enqueues ``process_photo(photo_id)``; the worker
 (``pzone photos worker``: a huey consumer) does the CPU-heavy part (:func:`pzone_api.intake.process_staged`: full
-decode check, SHA-256, the original's store-side copy, derivatives, the model tier call) and leaves an *outcome*
-in huey's result store, which the API waits for. The modules:
+decode check, SHA-256, the original written from the checked bytes, derivatives, the model tier call) and leaves an
+*outcome* in huey's result store, which the API waits for. The modules:
 
 * :mod:`~pzone_api.processing.photo_queue`: :class:`PhotoQueue` (huey, the job, its lease, its outcome), the queue
   the settings ask for, and :func:`requeue_stuck` for jobs that were lost.

@@ -177,7 +177,7 @@ def login(
         )
     email = body.email.strip().lower()  # no format check: a malformed address is simply not found (401)
     email_key, ip_key = login_limit_keys(email, _client_ip(request))
-    wait_s = limiter.blocked_for((email_key, ip_key))
+    wait_s = limiter.reserve((email_key, ip_key))  # before the hash: parallel attempts count at once
     if wait_s:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -185,10 +185,10 @@ def login(
             headers={"Retry-After": str(wait_s)},
         )
     user = authenticate(db, email, body.password, hashing=hashing)
-    if user is None:
-        limiter.record_failure((email_key, ip_key))
+    if user is None:  # the reservation stays: it is the failure counted
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_CREDENTIALS)
     limiter.reset(email_key)
+    limiter.release((ip_key,))
     return _start_session(request, response, user, sessions, settings)
 
 
