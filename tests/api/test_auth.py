@@ -19,12 +19,12 @@ import redis
 from argon2 import PasswordHasher
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.orm import Session
 
 from pzone.db.models import User, WebSession
 from pzone_api.api.deps import CsrfChecked, CurrentUser, OperatorUser
-from pzone_api.ratelimit import InProcessLoginLimiter
+from pzone_api.ratelimit import InProcessAttemptLimiter
 from pzone_api.security import (
     EmailTaken,
     InvalidEmail,
@@ -431,7 +431,7 @@ def test_failed_logins_are_limited_per_email_and_per_address(
 
 def test_in_process_window_slides() -> None:
     now = [1000.0]
-    limiter = InProcessLoginLimiter(max_attempts=3, window_s=60, clock=lambda: now[0])
+    limiter = InProcessAttemptLimiter(max_attempts=3, window_s=60, clock=lambda: now[0])
     for step in range(3):
         assert limiter.reserve(["k"]) == 0
         now[0] += 10 * (step < 2)  # attempts at t=1000, 1010, 1020
@@ -474,6 +474,70 @@ def test_parallel_wrong_passwords_get_no_more_tries_than_the_limit(
             ).status_code
             == 429
         )
+
+
+def test_signups_are_limited_per_client_address(
+    pg_url: str, backend: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    app = build_app(pg_url, tmp_path, backend, redis_prefix, signup_max_per_address=3, signup_window_s=60)
+    body = {"password": PASSWORD}
+    with TestClient(app) as client:
+        codes = [
+            client.post("/api/auth/signup", json={**body, "email": f"u{n}@example.com"}).status_code
+            for n in range(5)
+        ]
+        assert codes == [201, 201, 201, 429, 429], codes
+        refused = client.post("/api/auth/signup", json={**body, "email": "late@example.com"})
+        assert (
+            1 <= int(refused.headers["Retry-After"]) <= 60 and "Too many sign-ups" in refused.json()["detail"]
+        )
+        other = TestClient(app, client=("10.0.0.9", 40000))  # another address is not limited by this one
+        assert other.post("/api/auth/signup", json={**body, "email": "late@example.com"}).status_code == 201
+        # a refused sign-up made no account; bad input is not counted (nothing was hashed)
+        assert client.post("/api/auth/login", json={"email": "u4@example.com", **body}).status_code == 401
+    with Session(create_engine(pg_url)) as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 4
+
+
+def test_password_hashes_at_once_are_bounded_by_the_memory_budget() -> None:
+    """40 threads (the API's threadpool) hashing and verifying at once: never more hashes in memory together
+    than the budget holds (argon2-cffi's default 64 MiB each, 256 MiB by default: 4)."""
+    import concurrent.futures
+    import threading
+
+    class Counting(PasswordHasher):
+        def __init__(self) -> None:
+            super().__init__(time_cost=1, memory_cost=16 * 1024, parallelism=1)  # 16 MiB a hash
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def _counted(self, work: Any) -> Any:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                time.sleep(0.01)  # the hashes overlap for sure
+                return work()
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+            return str(self._counted(lambda: super(Counting, self).hash(password, salt=salt)))
+
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            return bool(self._counted(lambda: super(Counting, self).verify(hash, password)))
+
+    hasher = Counting()
+    hashing = PasswordHashing(hasher, memory_budget_mib=48)
+    assert hashing.slots == 3
+    stored = hashing.hash(PASSWORD)
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(lambda n: hashing.verify(stored if n % 2 else None, PASSWORD), range(80)))
+    assert results == [n % 2 == 1 for n in range(80)]
+    assert hasher.most == 3
+    assert PasswordHashing().slots == 4  # argon2-cffi's 64 MiB in the default 256 MiB
+    assert PasswordHashing(memory_budget_mib=1).slots == 1  # never none
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Limits on failed logins, per normalized e-mail address and per client address.
+"""Limits on attempts: failed logins per normalized e-mail address and per client address, and sign-ups per client
+address (each argon2id hash costs 64 MiB and a few hundred milliseconds).
 
 After ``login_max_attempts`` failures of one key within ``login_window_s``, further logins for that key are refused
 (429 with ``Retry-After``) until the window has passed. Each attempt is *reserved* before its password is hashed:
@@ -7,9 +8,9 @@ check made before any of them failed (a hash takes a while). A failed attempt ke
 failure counted; a successful one resets its e-mail key and gives the client address's reservation back (one valid
 account must not unlock guessing at others from the same address, nor use up its address's attempts).
 
-* :class:`RedisLoginLimiter` (when ``PZONE_REDIS_URL`` is set): a fixed window per key, ``INCR`` and ``EXPIRE`` in one
+* :class:`RedisAttemptLimiter` (when ``PZONE_REDIS_URL`` is set): a fixed window per key, ``INCR`` and ``EXPIRE`` in one
   Lua call; shared by every API process and surviving restarts.
-* :class:`InProcessLoginLimiter` (otherwise): a sliding window in this process's memory. It is **per process**: with
+* :class:`InProcessAttemptLimiter` (otherwise): a sliding window in this process's memory. It is **per process**: with
   N API workers an attacker gets up to N times the attempts, and a restart forgets the counts. Use Redis for more
   than one process.
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from pzone_api.settings import Settings
 
 
-class LoginLimiter(Protocol):
+class AttemptLimiter(Protocol):
     def reserve(self, keys: Sequence[str]) -> int:
         """Count one attempt against every key and return 0; or, when a key has had its attempts, count nothing and
         return the seconds until every key may try again (at least 1). Atomic across threads and processes that
@@ -54,7 +55,7 @@ def login_limit_keys(email: str, client_ip: str) -> tuple[str, str]:
     return f"email:{hashlib.sha256(email.encode()).hexdigest()}", f"ip:{client_ip}"
 
 
-class InProcessLoginLimiter:
+class InProcessAttemptLimiter:
     """Sliding window in memory (per process; see the module's notes). Thread-safe."""
 
     SWEEP_EVERY = 1024
@@ -138,14 +139,20 @@ return 0
 """
 
 
-class RedisLoginLimiter:
-    """Fixed window per key in Redis: ``<prefix>login:<key>`` counts the attempts (a success gives its address's
+class RedisAttemptLimiter:
+    """Fixed window per key in Redis: ``<prefix><name>:<key>`` counts the attempts (a success may give its own
     back) and expires with the window."""
 
     def __init__(
-        self, client: redis.Redis, max_attempts: int, window_s: int, prefix: str = DEFAULT_REDIS_PREFIX
+        self,
+        client: redis.Redis,
+        max_attempts: int,
+        window_s: int,
+        prefix: str = DEFAULT_REDIS_PREFIX,
+        name: str = "login",
     ) -> None:
         self.client = client
+        self.name = name
         self.max_attempts = max_attempts
         self.window_s = window_s
         self.prefix = prefix
@@ -153,7 +160,7 @@ class RedisLoginLimiter:
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     def _key(self, key: str) -> str:
-        return f"{self.prefix}login:{key}"
+        return f"{self.prefix}{self.name}:{key}"
 
     def reserve(self, keys: Sequence[str]) -> int:
         return int(self._reserve(keys=[self._key(k) for k in keys], args=[self.max_attempts, self.window_s]))
@@ -165,14 +172,22 @@ class RedisLoginLimiter:
         self.client.delete(self._key(key))
 
 
-def login_limiter_from_settings(
+def signup_limit_key(client_ip: str) -> str:
+    return f"ip:{client_ip}"
+
+
+def attempt_limiter_from_settings(
     settings: Settings,
+    name: str,
+    max_attempts: int,
+    window_s: int,
     *,
     redis_client: redis.Redis | None = None,
     redis_prefix: str = DEFAULT_REDIS_PREFIX,
-) -> LoginLimiter:
-    """Redis when ``PZONE_REDIS_URL`` is set (or a client is given), else the in-process window."""
+) -> AttemptLimiter:
+    """Redis when ``PZONE_REDIS_URL`` is set (or a client is given), else the in-process window; ``name`` keeps
+    one limit's keys apart from another's (``login``, ``signup``)."""
     client = redis_client if redis_client is not None else redis_client_from_settings(settings)
     if client is not None:
-        return RedisLoginLimiter(client, settings.login_max_attempts, settings.login_window_s, redis_prefix)
-    return InProcessLoginLimiter(settings.login_max_attempts, settings.login_window_s)
+        return RedisAttemptLimiter(client, max_attempts, window_s, redis_prefix, name)
+    return InProcessAttemptLimiter(max_attempts, window_s)

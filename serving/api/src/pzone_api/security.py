@@ -75,22 +75,41 @@ def check_password_policy(password: str) -> str:
     return password
 
 
-class PasswordHashing:
-    """An argon2id hasher plus a dummy hash with the same parameters (verified for unknown accounts)."""
+# What the API may spend on password hashes at once: four argon2id hashes of 64 MiB (argon2-cffi's default), a
+# quarter of the API pod's 1 GiB limit, whatever the threadpool's size (40 threads would otherwise be 2.5 GiB).
+DEFAULT_HASH_MEMORY_MIB = 256
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+
+def hash_slots(hasher: PasswordHasher, memory_budget_mib: int) -> int:
+    """How many hashes fit in ``memory_budget_mib`` at once (``memory_cost`` is in KiB); at least one."""
+    return max(1, memory_budget_mib * 1024 // hasher.memory_cost)
+
+
+class PasswordHashing:
+    """An argon2id hasher plus a dummy hash with the same parameters (verified for unknown accounts).
+
+    At most :func:`hash_slots` hashes or verifications run at once; the rest wait for a slot, so the memory they
+    take is bounded by ``memory_budget_mib`` however many requests arrive together."""
+
+    def __init__(
+        self, hasher: PasswordHasher | None = None, *, memory_budget_mib: int = DEFAULT_HASH_MEMORY_MIB
+    ) -> None:
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 "low memory" profile by default
+        self.slots = hash_slots(self.hasher, memory_budget_mib)
+        self._running = threading.BoundedSemaphore(self.slots)
         self._dummy: str | None = None
         self._lock = threading.Lock()
 
     def hash(self, password: str) -> str:
-        return self.hasher.hash(password)
+        with self._running:
+            return self.hasher.hash(password)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """True when ``password`` matches; with ``stored_hash=None`` the dummy hash is checked (always False)."""
         target = stored_hash if stored_hash is not None else self._dummy_hash()
         try:
-            ok = self.hasher.verify(target, password)
+            with self._running:
+                ok = self.hasher.verify(target, password)
         except (VerificationError, InvalidHashError):
             return False
         return bool(ok) and stored_hash is not None
@@ -105,7 +124,7 @@ class PasswordHashing:
         if self._dummy is None:
             with self._lock:
                 if self._dummy is None:
-                    self._dummy = self.hasher.hash(secrets.token_urlsafe(24))
+                    self._dummy = self.hash(secrets.token_urlsafe(24))
         return self._dummy
 
 

@@ -19,6 +19,14 @@ class Settings(CoreSettings):
     )
     login_max_attempts: int = Field(5, gt=0, description="Failed logins per email and per client address ...")
     login_window_s: int = Field(300, gt=0, description="... within this many seconds, before 429.")
+    signup_max_per_address: int = Field(10, gt=0, description="Sign-ups per client address ...")
+    signup_window_s: int = Field(3600, gt=0, description="... within this many seconds, before 429.")
+    password_hash_memory_mib: int = Field(
+        256,
+        gt=0,
+        description="Memory the API may spend on password hashes at once (argon2id: 64 MiB each, so 4 at once by "
+        "default); keep it well under the API container's memory limit (1 GiB in k8s/).",
+    )
     upload_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
     upload_url_expires_s: int = Field(600, gt=0, le=7 * 24 * 3600)
     upload_batch_max: int = Field(

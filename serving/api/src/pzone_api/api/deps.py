@@ -62,8 +62,8 @@ from typing import Any  # noqa: E402
 from fastapi import HTTPException, status  # noqa: E402
 
 from pzone.db.models import User  # noqa: E402
-from pzone_api.ratelimit import LoginLimiter, login_limiter_from_settings  # noqa: E402
-from pzone_api.security import DEFAULT_PASSWORD_HASHING, PasswordHashing, constant_time_equal  # noqa: E402
+from pzone_api.ratelimit import AttemptLimiter, attempt_limiter_from_settings  # noqa: E402
+from pzone_api.security import PasswordHashing, constant_time_equal  # noqa: E402
 from pzone_api.sessions import (  # noqa: E402
     DEFAULT_REDIS_PREFIX,
     SessionData,
@@ -81,11 +81,12 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 @dataclass(frozen=True)
 class AuthBackends:
-    """The session store and login limiter of one app (and the engine they were made for)."""
+    """The session store and the login and sign-up limiters of one app (and the engine they were made for)."""
 
     engine: Engine
     sessions: SessionStore
-    limiter: LoginLimiter
+    login_limiter: AttemptLimiter
+    signup_limiter: AttemptLimiter
     async_redis: Any = None  # redis.asyncio.Redis of the session lookups, closed with the app (aclose)
 
     async def aclose(self) -> None:
@@ -123,7 +124,22 @@ async def get_auth_backends(request: Request) -> AuthBackends:
                         redis_prefix=prefix,
                         async_redis_client=async_client,
                     ),
-                    limiter=login_limiter_from_settings(settings, redis_client=client, redis_prefix=prefix),
+                    login_limiter=attempt_limiter_from_settings(
+                        settings,
+                        "login",
+                        settings.login_max_attempts,
+                        settings.login_window_s,
+                        redis_client=client,
+                        redis_prefix=prefix,
+                    ),
+                    signup_limiter=attempt_limiter_from_settings(
+                        settings,
+                        "signup",
+                        settings.signup_max_per_address,
+                        settings.signup_window_s,
+                        redis_client=client,
+                        redis_prefix=prefix,
+                    ),
                     async_redis=async_client,
                 )
                 state.auth_backends = backends
@@ -134,18 +150,33 @@ async def get_session_store(request: Request) -> SessionStore:
     return (await get_auth_backends(request)).sessions
 
 
-async def get_login_limiter(request: Request) -> LoginLimiter:
-    return (await get_auth_backends(request)).limiter
+async def get_login_limiter(request: Request) -> AttemptLimiter:
+    return (await get_auth_backends(request)).login_limiter
+
+
+async def get_signup_limiter(request: Request) -> AttemptLimiter:
+    return (await get_auth_backends(request)).signup_limiter
 
 
 async def get_password_hashing(request: Request) -> PasswordHashing:
-    """``app.state.password_hashing`` when set (tests use cheaper parameters), else argon2-cffi's defaults."""
-    hashing: PasswordHashing | None = getattr(request.app.state, "password_hashing", None)
-    return hashing or DEFAULT_PASSWORD_HASHING
+    """``app.state.password_hashing`` when set (tests use cheaper parameters), else argon2-cffi's defaults with
+    ``PZONE_PASSWORD_HASH_MEMORY_MIB`` bounding the hashes at once; made on first use."""
+    state = request.app.state
+    hashing: PasswordHashing | None = getattr(state, "password_hashing", None)
+    if hashing is None:
+        with _auth_backends_lock:
+            hashing = getattr(state, "password_hashing", None)
+            if hashing is None:
+                settings: Settings = state.settings
+                hashing = state.password_hashing = PasswordHashing(
+                    memory_budget_mib=settings.password_hash_memory_mib
+                )
+    return hashing
 
 
 SessionStoreDep = Annotated[SessionStore, Depends(get_session_store)]
-LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
+LoginLimiterDep = Annotated[AttemptLimiter, Depends(get_login_limiter)]
+SignupLimiterDep = Annotated[AttemptLimiter, Depends(get_signup_limiter)]
 PasswordHashingDep = Annotated[PasswordHashing, Depends(get_password_hashing)]
 
 

@@ -18,8 +18,9 @@ from pzone_api.api.deps import (
     PasswordHashingDep,
     SessionStoreDep,
     SettingsDep,
+    SignupLimiterDep,
 )
-from pzone_api.ratelimit import login_limit_keys
+from pzone_api.ratelimit import login_limit_keys, signup_limit_key
 from pzone_api.security import (
     EMAIL_MAX_CHARS,
     PASSWORD_MAX_CHARS,
@@ -135,8 +136,9 @@ def signup(
     settings: SettingsDep,
     sessions: SessionStoreDep,
     hashing: PasswordHashingDep,
+    limiter: SignupLimiterDep,
 ) -> AuthOut:
-    """Create a client account and log it in."""
+    """Create a client account and log it in; sign-ups per client address are limited (429 with Retry-After)."""
     errors = []
     try:
         email = normalize_email(body.email)
@@ -148,6 +150,13 @@ def signup(
         errors.append(_field_error("password", str(exc)))
     if errors:
         raise HTTPException(422, detail=errors)
+    wait_s = limiter.reserve((signup_limit_key(_client_ip(request)),))  # before the hash, as for logins
+    if wait_s:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"Too many sign-ups from this address; try again in {wait_s} s.",
+            headers={"Retry-After": str(wait_s)},
+        )
     try:
         user = create_user(db, email, body.password, "client", hashing=hashing)
         db.commit()
