@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torchvision.transforms import v2
 
 from pzone_training.data import PAD_VALUE
 from pzone_training.params import AugmentParams
@@ -66,6 +65,8 @@ def torchvision_train_transforms(aug: AugmentParams) -> Callable[[np.ndarray], t
 
     Seeded through torch's global generator (``torch.manual_seed``), not per pipeline as albumentations is.
     """
+    from torchvision.transforms import v2  # the benchmark's only: the stages need not load torchvision
+
     pipeline = v2.Compose(
         [
             v2.ToImage(),

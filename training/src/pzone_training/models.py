@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from pzone.tilt import TILT_CLASSES
 from pzone_training.augment import normalize_batch
@@ -54,14 +53,21 @@ def build_model(
     model: nn.Module
     if arch == "tiny_cnn":
         model = TinyCNN(num_classes)
-    elif arch == "mobilenet_v3_small":
-        model = tv_models.mobilenet_v3_small(weights=None, num_classes=num_classes)
-    elif arch == "resnet18":
-        model = tv_models.resnet18(weights=None, num_classes=num_classes)
+    elif arch in ("mobilenet_v3_small", "resnet18"):
+        model = torchvision_model(arch, num_classes)
     else:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     if weights_path:
         load_weights(model, weights_path)
+    return model
+
+
+def torchvision_model(arch: str, num_classes: int) -> nn.Module:
+    """One of torchvision's architectures, untrained. Imported here only: torchvision loads all of its models and
+    ops (and torch's compiler with them), seconds that every stage process would pay for the default tiny_cnn."""
+    from torchvision import models as tv_models
+
+    model: nn.Module = getattr(tv_models, arch)(weights=None, num_classes=num_classes)
     return model
 
 

@@ -11,16 +11,17 @@ during the round on that round's photos.
 * :mod:`.model_tier` — `bentoml serve` as a subprocess;
 * :mod:`.rounds` — the run: stack, photos, retrain, rollout, live accuracy;
 * :mod:`.command` — the command.
+
+The run (:func:`.rounds.run_demo`) is imported from :mod:`.rounds` where it is used: it loads the API's and the
+simulator's modules, which `pzone`'s other commands, and the tests of the pure parts, need not wait for.
 """
 
 from pzone_stack.demo.command import command
 from pzone_stack.demo.plan import Plan, RoundResult, demo_params, make_plan, results_table
 from pzone_stack.demo.project import make_project, merge
-from pzone_stack.demo.rounds import Ports, run_demo
 
 __all__ = [
     "Plan",
-    "Ports",
     "RoundResult",
     "command",
     "demo_params",
@@ -28,5 +29,4 @@ __all__ = [
     "make_project",
     "merge",
     "results_table",
-    "run_demo",
 ]

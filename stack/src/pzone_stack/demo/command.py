@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from pzone_stack.demo.plan import make_plan
-from pzone_stack.demo.rounds import Ports, run_demo
 
 # Loggers whose per-request INFO lines would bury the progress display (warnings still show).
 QUIET = ("httpx", "huey", "alembic", "pzone.api", "pzone.ingest", "amqtt", "transitions", "pzone_firmware")
@@ -82,6 +81,10 @@ def command(
         interrupted.append(signum)
         _console.print(f"{signal.Signals(signum).name}: stopping…")
         stop.set()
+
+    # Here, not at the top: the rounds load the API's and the simulator's modules, which every other `pzone`
+    # command would otherwise wait for.
+    from pzone_stack.demo.rounds import Ports, run_demo
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
