@@ -589,6 +589,49 @@ def test_a_job_lost_with_its_worker_is_enqueued_again_and_never_runs_twice(queue
         assert client.get(f"/api/photos/{photo_id}").json() == stored
 
 
+def test_a_put_after_its_photo_was_stored_or_refused_is_swept_and_a_waiting_one_kept(
+    api: dict[str, Any],
+) -> None:
+    """A presigned URL stays valid after ``complete``: a second PUT lands at uploads/<id> although no photo waits
+    for it any more. Housekeeping deletes such strays once they are older than the sweep's age (the multipart path
+    writes its object just before its row), and never an upload its photo still waits for."""
+    from datetime import timedelta
+
+    from pzone_api.processing import sweep_stray_uploads
+
+    client, store, app = api["client"], api["store"], api["app"]
+    csrf = signup(client, "late@example.com", "correct horse battery")
+    headers = {"X-CSRF-Token": csrf}
+    body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+    good, late = photo_bytes((120, 90)), b"<html>a late PUT</html>"
+
+    stored = client.post("/api/photos", json=body, headers=headers).json()
+    assert put_upload(client, stored["upload"], good) in (200, 204)
+    done = client.post(f"/api/photos/{stored['photo']['id']}/complete", headers=headers)
+    assert done.status_code == 200, done.text
+    refused = client.post("/api/photos", json=body, headers=headers).json()
+    assert put_upload(client, refused["upload"], b"not a photo at all" * 10) in (200, 204)
+    assert client.post(f"/api/photos/{refused['photo']['id']}/complete", headers=headers).status_code == 422
+    waiting = client.post("/api/photos", json=body, headers=headers).json()
+    assert put_upload(client, waiting["upload"], good) in (200, 204)  # its client has not said complete yet
+    for ticket in (stored, refused):  # the URLs still take a PUT
+        assert put_upload(client, ticket["upload"], late) in (200, 204)
+    uploads = {key for key in object_keys(store) if key.startswith("uploads/")}
+    assert uploads == {f"uploads/{t['photo']['id']}" for t in (stored, refused, waiting)}
+
+    engine = app.state.engine
+    assert sweep_stray_uploads(engine, store, timedelta(hours=1)) == 0  # too recent: left alone
+    assert sweep_stray_uploads(engine, store, timedelta(0)) == 2
+    assert {key for key in object_keys(store) if key.startswith("uploads/")} == {
+        f"uploads/{waiting['photo']['id']}"
+    }
+    assert sweep_stray_uploads(engine, store, timedelta(0)) == 0
+    photo = client.get(f"/api/photos/{stored['photo']['id']}").json()
+    assert photo["status"] == "stored" and photo["sha256"] == hashlib.sha256(good).hexdigest()
+    done = client.post(f"/api/photos/{waiting['photo']['id']}/complete", headers=headers)
+    assert done.status_code == 200 and done.json()["status"] == "stored", done.text
+
+
 def test_uploads_never_completed_are_completed_when_their_bytes_arrived_else_purged(
     api: dict[str, Any],
 ) -> None:

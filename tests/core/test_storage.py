@@ -207,6 +207,33 @@ def test_head_exists_delete(store: ObjectStore) -> None:
         store.get_bytes(key)
 
 
+def test_list_objects_by_prefix_with_sizes_and_times(store: ObjectStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    for key, data in {
+        "uploads/a": b"1",
+        "uploads/b/c.jpg": b"22",
+        "uploadsx": b"333",
+        "originals/d": b"4",
+    }.items():
+        store.put_bytes(key, data, "image/jpeg")
+    listed = {item.key: item for item in store.list_objects("uploads/")}
+    assert sorted(listed) == ["uploads/a", "uploads/b/c.jpg"]  # nothing else, no metadata or temp files
+    assert listed["uploads/b/c.jpg"].size == 2
+    assert all(
+        before <= item.modified <= datetime.now(UTC) + timedelta(seconds=5) for item in listed.values()
+    )
+    assert sorted(item.key for item in store.list_objects("uploads")) == [
+        "uploads/a",
+        "uploads/b/c.jpg",
+        "uploadsx",
+    ]
+    assert list(store.list_objects("nothing/")) == []
+    store.delete("uploads/a")
+    assert [item.key for item in store.list_objects("uploads/")] == ["uploads/b/c.jpg"]
+
+
 def test_missing_object_raises_object_not_found(store: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound) as info:
         store.get_bytes("originals/zz/missing.jpg")

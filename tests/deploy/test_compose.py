@@ -184,6 +184,16 @@ def test_the_trainer_keeps_each_models_dataset_in_the_photos_bucket(compose: dic
     trainer = compose["services"]["pzone-trainer"]["environment"]
     assert trainer["PZONE_DVC_REMOTE_URL"] == f"s3://{trainer['PZONE_S3_BUCKET']}/dvc"
     assert trainer["PZONE_S3_ENDPOINT_URL"]  # DVC's endpointurl: the S3-compatible store, not AWS
-    assert (
-        f"pzone/{trainer['PZONE_S3_BUCKET']}" in compose["services"]["s3-init"]["command"]
+    assert f"mc mb --ignore-existing pzone/{trainer['PZONE_S3_BUCKET']}" in " ".join(
+        compose["services"]["s3-init"]["command"]
     )  # mc alias/bucket
+
+
+def test_staged_uploads_expire_in_the_bucket(compose: dict[str, Any]) -> None:
+    """s3-init adds the lifecycle rule (uploads/ expire after a day) once: not again when it finds it."""
+    script = " ".join(compose["services"]["s3-init"]["command"])
+    assert compose["services"]["s3-init"]["entrypoint"] == ["/bin/sh", "-c"]
+    assert "mc ilm rule add --prefix uploads/ --expire-days 1 pzone/pzone" in script
+    assert (
+        script.index("mc mb") < script.index("mc ilm rule ls") < script.index("||") < script.index("rule add")
+    )

@@ -1043,3 +1043,18 @@ def test_schema_checker_rejects_unknown_kinds_and_bad_fields() -> None:
         {"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}
     ]
     assert reference_violations([dangling], "test") == ["test Deployment/bad: Secret nope missing"]
+
+
+def test_staged_uploads_expire_in_the_local_bucket() -> None:
+    """The bucket job creates the bucket first (an init container), then its lifecycle rule: uploads/ expire after a
+    day, so that a PUT that came after its photo was stored or refused does not stay (the API sweeps them too)."""
+    job = get(rendered("local"), "Job", "s3-create-bucket")
+    spec = pod_spec(job)
+    (create,) = spec["initContainers"]
+    (expire,) = spec["containers"]
+    assert create["command"][-3:] == ["mb", "--ignore-existing", "local/$(PZONE_S3_BUCKET)"]
+    command = expire["command"]
+    assert command[3:6] == ["ilm", "rule", "add"] and command[-1] == "local/$(PZONE_S3_BUCKET)"
+    assert command[command.index("--prefix") + 1] == "uploads/"
+    assert command[command.index("--expire-days") + 1] == "1"
+    assert env_of(expire) == env_of(create)  # the same alias and keys

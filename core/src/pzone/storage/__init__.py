@@ -25,6 +25,7 @@ from pzone.storage.local import LocalObjectStore
 from pzone.storage.protocol import (
     DEFAULT_CONTENT_TYPE,
     InvalidSignature,
+    ListedObject,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_PRESIGN_EXPIRES_S",
     "MAX_SEGMENT_LENGTH",
     "InvalidSignature",
+    "ListedObject",
     "LocalObjectStore",
     "ObjectInfo",
     "ObjectNotFound",

@@ -17,6 +17,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -31,6 +32,7 @@ from pzone.storage.keys import (
 from pzone.storage.protocol import (
     DEFAULT_CONTENT_TYPE,
     InvalidSignature,
+    ListedObject,
     ObjectInfo,
     ObjectNotFound,
     ObjectStream,
@@ -189,6 +191,27 @@ class LocalObjectStore:
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        # The folder that holds every key with this prefix: its name up to the last "/".
+        folder = self.root / prefix.rpartition("/")[0]
+        if not folder.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(folder):
+            if Path(dirpath) == self.root:
+                dirnames[:] = [d for d in dirnames if d != self.META_DIR]
+            for name in filenames:
+                if name.startswith(".tmp-"):  # a write in progress, not an object yet
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                yield ListedObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def copy(self, source_key: str, target_key: str, content_type: str) -> None:
         validate_content_type(content_type)

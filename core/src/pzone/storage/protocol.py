@@ -21,7 +21,9 @@ client reports the upload complete: call :func:`check_uploaded_object`, which de
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -57,6 +59,15 @@ class InvalidSignature(PermissionError):
 class ObjectInfo:
     size: int
     content_type: str
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a listing: its key, size and when it was last written (UTC)."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,10 @@ class ObjectStore(Protocol):
 
     def copy(self, source_key: str, target_key: str, content_type: str) -> None:
         """Copy an object inside the store (server-side on S3: the bytes do not pass through this process)."""
+        ...
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        """Every object whose key starts with ``prefix``, in no promised order (read page by page on S3)."""
         ...
 
     def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:

@@ -20,6 +20,7 @@ from pzone.storage.keys import (
 from pzone.storage.presign import _Presigner
 from pzone.storage.protocol import (
     DEFAULT_CONTENT_TYPE,
+    ListedObject,
     ObjectInfo,
     ObjectNotFound,
     ObjectStream,
@@ -173,6 +174,12 @@ class S3ObjectStore:
     def delete(self, key: str) -> None:
         validate_key(key)
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield ListedObject(str(item["Key"]), int(item["Size"]), item["LastModified"])
 
     def copy(self, source_key: str, target_key: str, content_type: str) -> None:
         validate_key(source_key)

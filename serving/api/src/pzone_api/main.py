@@ -87,20 +87,18 @@ def _serve_ui(app: FastAPI) -> None:
 async def _retry_verdicts(app: FastAPI) -> None:
     """Background housekeeping: photos saved as "pending" get their verdict once the model tier answers again,
     direct uploads that never completed are completed when their bytes arrived and removed otherwise (here, not on
-    every create: it keeps requests cheap), and photos whose processing job was lost (a crashed photo worker) are
-    enqueued again."""
+    every create: it keeps requests cheap), upload objects no photo waits for are deleted, and photos whose
+    processing job was lost (a crashed photo worker) are enqueued again."""
     from pzone_api.photo_verdicts import retry_pending
-    from pzone_api.processing import finish_or_purge_stale_uploads, requeue_stuck
+    from pzone_api.processing import finish_or_purge_stale_uploads, requeue_stuck, sweep_stray_uploads
 
     settings: Settings = app.state.settings
 
     def purge() -> None:
-        finish_or_purge_stale_uploads(
-            app.state.engine,
-            app.state.store,
-            app.state.photo_queue,
-            timedelta(seconds=settings.upload_url_expires_s * 2),
-        )
+        # twice the upload URL's lifetime: no PUT can still arrive for what is swept
+        older_than = timedelta(seconds=settings.upload_url_expires_s * 2)
+        finish_or_purge_stale_uploads(app.state.engine, app.state.store, app.state.photo_queue, older_than)
+        sweep_stray_uploads(app.state.engine, app.state.store, older_than)
 
     while True:
         await asyncio.sleep(settings.verdict_retry_interval_s)

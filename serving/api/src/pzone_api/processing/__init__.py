@@ -10,7 +10,8 @@ decode check, SHA-256, the original written from the checked bytes, derivatives,
   the settings ask for, and :func:`requeue_stuck` for jobs that were lost.
 * :mod:`~pzone_api.processing.completion`: the API's side: claim a photo (or take a staged one), enqueue its job and
   wait for its outcome on the event loop (:func:`complete`, :func:`complete_many`, :func:`enqueue_and_wait`).
-* :mod:`~pzone_api.processing.housekeeping`: the sweep of direct uploads whose ``complete`` never came.
+* :mod:`~pzone_api.processing.housekeeping`: the sweeps of direct uploads whose ``complete`` never came and of
+  upload objects no photo waits for (a PUT after the photo was stored or refused).
 """
 
 from pzone_api.processing.completion import (
@@ -22,7 +23,7 @@ from pzone_api.processing.completion import (
     enqueue_and_wait,
     new_claim,
 )
-from pzone_api.processing.housekeeping import StaleSweep, finish_or_purge_stale_uploads
+from pzone_api.processing.housekeeping import StaleSweep, finish_or_purge_stale_uploads, sweep_stray_uploads
 from pzone_api.processing.photo_queue import (
     STORED,
     Outcome,
@@ -51,5 +52,6 @@ __all__ = [
     "photo_queue_from_settings",
     "release_lease",
     "requeue_stuck",
+    "sweep_stray_uploads",
     "take_lease",
 ]

@@ -1,4 +1,5 @@
-"""The stale-upload sweep: direct uploads never completed are completed when their bytes arrived, else removed."""
+"""The upload sweeps: direct uploads never completed are completed when their bytes arrived, else removed; objects
+under ``uploads/`` that no photo waits for any more are deleted."""
 
 from __future__ import annotations
 
@@ -66,3 +67,38 @@ def finish_or_purge_stale_uploads(
                 if uploaded and upload_key is not None:
                     store.delete(upload_key)
     return StaleSweep(completed, purged)
+
+
+UPLOAD_PREFIX = "uploads/"
+# A photo in these states still owns its staging object; in any other (stored) or with no row (refused, purged),
+# what is at uploads/<id> is a stray.
+LIVE_UPLOAD_STATUSES = ("awaiting_upload", "processing")
+
+
+def sweep_stray_uploads(engine: Engine, store: ObjectStore, older_than: timedelta, limit: int = 1000) -> int:
+    """Delete the objects under ``uploads/`` that no photo waits for: a PUT through a presigned URL (valid until it
+    expires) that came after its photo was stored or refused, or bytes a failed request left. Only objects older
+    than ``older_than`` (the multipart path writes its object just before its row), at most ``limit`` a pass.
+    Returns how many were deleted. A photo never goes back to waiting once stored, so a stray stays one."""
+    cutoff = datetime.now(UTC) - older_than
+    strays: dict[str, str] = {}
+    for listed in store.list_objects(UPLOAD_PREFIX):
+        if listed.modified < cutoff:
+            strays[listed.key.removeprefix(UPLOAD_PREFIX)] = listed.key
+            if len(strays) >= limit:
+                break
+    if not strays:
+        return 0
+    with Session(engine) as session:
+        live = set(
+            session.scalars(
+                select(Photo.id).where(Photo.id.in_(sorted(strays)), Photo.status.in_(LIVE_UPLOAD_STATUSES))
+            )
+        )
+    for photo_id in live:
+        del strays[photo_id]
+    for key in strays.values():
+        store.delete(key)
+    if strays:
+        logger.warning("deleted %d upload object(s) that no photo waits for", len(strays))
+    return len(strays)
