@@ -169,7 +169,15 @@ def upload_section(
     try:
         upgrade(url)
         engine = make_engine(url)
-        event = {"v": 1, "seq": 1, "ax": 0.0, "ay": 0.0, "az": 1.0, "zone_id": "zone-1", "device_id": "dev-1"}
+        event = {
+            "v": 1,
+            "seq": 1,
+            "ax": 0.0,
+            "ay": 0.0,
+            "az": 1.0,
+            "zone_id": "zone-1",
+            "topic_device_id": "dev-1",
+        }
         process_batch(engine, [from_iot_event(event)], Limits(), source="lambda")
         engine.dispose()
         import boto3

@@ -43,6 +43,7 @@ def ingest_reading(db_url: str, seq: int, tilt: float, at: datetime) -> None:
     event = {
         "v": 1,
         "device_id": "dev-1",
+        "topic_device_id": "dev-1",
         "zone_id": "zone-1",
         "seq": seq,
         "ts": at.timestamp(),

@@ -51,6 +51,7 @@ def reading(device: str, zone: str, seq: int, tilt: float, ago_s: float) -> dict
     return {
         "v": 1,
         "device_id": device,
+        "topic_device_id": device,
         "zone_id": zone,
         "seq": seq,
         "ts": now - ago_s,

@@ -41,6 +41,7 @@ def reading(
     return {
         "v": 1,
         "device_id": device,
+        "topic_device_id": device,
         "zone_id": zone,
         "seq": seq,
         "ts": now - ago_s,

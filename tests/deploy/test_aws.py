@@ -32,11 +32,9 @@ from tests.support.s3 import FAKE_AWS_ENV, MotoServer
 
 TEMPLATE = REPO / "ingest_lambda" / "template.yaml"
 BUILD_ZIP = REPO / "ingest_lambda" / "build_zip.py"
-RULE_SQL = (
-    "SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'"
-)
+RULE_SQL = "SELECT *, topic(2) AS zone_id, topic(3) AS topic_device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'"
 STATUS_RULE_SQL = (
-    "SELECT *, topic(2) AS zone_id, topic(3) AS device_id, topic(4) AS kind, timestamp() AS received_at "
+    "SELECT *, topic(2) AS zone_id, topic(3) AS topic_device_id, topic(4) AS kind, timestamp() AS received_at "
     "FROM 'pzone/+/+/status'"
 )
 FORBIDDEN = ("torch", "fastapi", "starlette", "typer", "amqtt", "bentoml", "mlflow")
@@ -482,12 +480,13 @@ def test_zipped_handler_stores_readings_with_the_secret_from_secrets_manager(
             "az": az,
             "battery": 87,
             "zone_id": "zone-1",
+            "topic_device_id": device,
             "received_at": received_ms,
         }
 
     events = [
         event("scooter-0001", 1, 0.0, 1.0),  # one event: upright
-        [event("scooter-0002", 7, 1.0, 0.0), {"v": 1, "zone_id": "zone-1", "device_id": "scooter-0002"}],
+        [event("scooter-0002", 7, 1.0, 0.0), {"v": 1, "zone_id": "zone-1", "topic_device_id": "scooter-0002"}],
         event("scooter-0001", 1, 0.0, 1.0),  # the rule's redelivery: a duplicate, not a row
     ]
     env = {

@@ -102,6 +102,57 @@ def test_invalid_events_become_dead_letters_and_never_fail_the_rest(engine: Engi
     assert letters[3].device_id == "d1" and "version" in letters[3].reason
 
 
+def test_a_payload_naming_another_device_than_its_topic_is_refused_on_the_lambda_path(engine: Engine) -> None:
+    """The rule names the topic's device ``topic_device_id``: a payload that claims another device is a dead letter
+    (as on the MQTT path), never a reading of the device it names; an event without the topic's id as well."""
+    forged = iot_event("d1", 1, device_id="victim")
+    missing = {k: v for k, v in iot_event("d1", 2).items() if k != "topic_device_id"}
+    no_claim = {k: v for k, v in iot_event("d1", 3).items() if k != "device_id"}  # the topic alone says who
+    status = {
+        "v": 1,
+        "status": "online",
+        "zone_id": "zone-1",
+        "topic_device_id": "d1",
+        "device_id": "victim",
+        "kind": "status",
+        "received_at": int(time.time() * 1000),
+    }
+    result = ingest(engine, [forged, missing, no_claim, status])
+    assert (result["inserted"], result["dead_letters"], result["statuses"]) == (1, 3, 0), result
+    with Session(engine) as session:
+        reasons = [letter.reason for letter in session.scalars(select(DeadLetter).order_by(DeadLetter.id))]
+        devices = set(session.scalars(select(Device.id)))
+    assert "payload device_id 'victim' does not match the topic's" in reasons[0]
+    assert "event has no topic_device_id" in reasons[1] and "does not match the topic's" in reasons[2]
+    assert devices == {"d1"}  # nothing stored under the name the payload claimed
+    mqtt = from_mqtt("pzone/zone-1/d1/tilt", json.dumps({**forged, "device_id": "victim"}).encode(), 0, 4096)
+    assert (
+        mqtt.error is not None and "does not match the topic's" in mqtt.error
+    )  # the same check, the same words
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"received_at": 1e300},
+        {"received_at": -1e18},
+        {"received_at": "soon"},
+        {"received_at": 10**400},
+        {"kind": "status", "status": "online", "received_at": "soon"},
+        {"kind": "status", "status": "online", "received_at": 1e300},
+        {"kind": "status", "status": "online", "received_at": [1]},
+    ],
+)
+def test_a_value_the_checks_did_not_foresee_is_one_dead_letter_not_a_failed_batch(
+    engine: Engine, bad: dict[str, Any]
+) -> None:
+    result = ingest(engine, [iot_event("d1", 1), {**iot_event("d1", 2), **bad}, iot_event("d1", 3)])
+    assert (result["inserted"], result["dead_letters"]) == (2, 1), result
+    with Session(engine) as session:
+        (letter,) = session.scalars(select(DeadLetter)).all()
+    assert "received_at" in letter.reason, letter.reason
+
+
 def test_nul_bytes_and_binary_payloads_are_kept_as_bytes(engine: Engine) -> None:
     blob = b"\x00\xff\xfe binary \x00"
     item = from_mqtt("pzone/zone-1/d1/tilt", blob, int(time.time() * 1000), 4096)

@@ -114,7 +114,7 @@ def test_the_status_rule_s_events_update_the_device(pg_url: str, monkeypatch: py
         "v": 1,
         "status": "offline",
         "zone_id": "zone-1",
-        "device_id": "d-status",
+        "topic_device_id": "d-status",
         "kind": "status",
         "received_at": 1_700_000_000_000,
     }

@@ -150,7 +150,8 @@ def expected_from(messages: list[Any]) -> dict[str, set[int]]:
 
 
 def iot_event(device: str, seq: int, tilt: float = 2.0, zone: str = "zone-1", **extra: Any) -> dict[str, Any]:
-    """What the IoT rule SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at yields."""
+    """What the IoT rule SELECT *, topic(2) AS zone_id, topic(3) AS topic_device_id, timestamp() AS received_at
+    yields."""
     rad = math.radians(tilt)
     now = time.time()
     body = {
@@ -162,7 +163,7 @@ def iot_event(device: str, seq: int, tilt: float = 2.0, zone: str = "zone-1", **
         "ay": 0.0,
         "az": math.cos(rad),
     }
-    body.update(battery=77, zone_id=zone, received_at=int(now * 1000), **extra)
+    body.update(battery=77, zone_id=zone, topic_device_id=device, received_at=int(now * 1000), **extra)
     return body
 
 

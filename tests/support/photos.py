@@ -27,7 +27,15 @@ PHOTO_BUCKET = "pzone-photos"  # the S3 bucket of the photo tests' API on moto
 
 def add_device(database_url: str, device_id: str = "dev-1", zone_id: str = "zone-1") -> None:
     """Devices come from telemetry: register one the way ingest does."""
-    event = {"v": 1, "seq": 1, "ax": 0.0, "ay": 0.0, "az": 1.0, "zone_id": zone_id, "device_id": device_id}
+    event = {
+        "v": 1,
+        "seq": 1,
+        "ax": 0.0,
+        "ay": 0.0,
+        "az": 1.0,
+        "zone_id": zone_id,
+        "topic_device_id": device_id,
+    }
     engine = make_engine(database_url)
     process_batch(engine, [from_iot_event(event)], Limits(), source="lambda")
     engine.dispose()

@@ -138,6 +138,17 @@ class Limits:
     past_tolerance_s: float = 7 * 24 * 3600.0
 
 
+def received_at_of(event: dict[str, Any]) -> datetime:
+    """When the platform received the message: ``received_at`` (ms since the epoch, added by the IoT rule or the
+    worker) within the years a device clock may show, else :class:`InvalidReading`; now when it is absent."""
+    received_ms = _number(event, "received_at", required=False)
+    if received_ms is None:
+        return datetime.now(UTC)
+    if not MIN_DEVICE_TS * 1000 <= received_ms < MAX_DEVICE_TS * 1000:
+        raise InvalidReading(f"field 'received_at' is not a Unix time in milliseconds: {received_ms!r:.40}")
+    return datetime.fromtimestamp(received_ms / 1000.0, tz=UTC)
+
+
 def parse_reading(event: Any, limits: Limits) -> Reading:
     """Validate one IoT-rule-shaped event (payload fields + zone_id, device_id, received_at in ms).
 
@@ -164,10 +175,7 @@ def parse_reading(event: Any, limits: Limits) -> Reading:
     if not 0 <= seq <= MAX_SEQ:
         raise InvalidReading(f"field 'seq' out of range: {seq!r:.40}")
 
-    received_ms = _number(event, "received_at", required=False)
-    received_at = (
-        datetime.fromtimestamp(received_ms / 1000.0, tz=UTC) if received_ms is not None else datetime.now(UTC)
-    )
+    received_at = received_at_of(event)
 
     ts = _number(event, "ts", required=False)
     device_ts: datetime | None = None

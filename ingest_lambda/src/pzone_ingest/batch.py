@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select, text, update
 
 from pzone.db.models import Alarm, DeadLetter, Device, Zone, table_of
-from pzone.telemetry import InvalidReading, Limits, Reading, check_id, parse_reading
+from pzone.telemetry import InvalidReading, Limits, Reading, check_id, parse_reading, received_at_of
 from pzone.tilt import TiltState
 from pzone_ingest.messages import Incoming
 from pzone_ingest.store import dialect_insert, insert_readings
@@ -85,10 +85,11 @@ def parse_status(event: Any) -> StatusUpdate:
     status = event.get("status")
     if status not in DEVICE_STATUSES:
         raise InvalidReading(f"status must be one of {DEVICE_STATUSES}, got {status!r:.40}")
-    received_ms = event.get("received_at")
-    at = datetime.fromtimestamp(received_ms / 1000.0, tz=UTC) if received_ms else datetime.now(UTC)
     return StatusUpdate(
-        check_id("zone_id", event.get("zone_id")), check_id("device_id", event.get("device_id")), status, at
+        check_id("zone_id", event.get("zone_id")),
+        check_id("device_id", event.get("device_id")),
+        status,
+        received_at_of(event),
     )
 
 
@@ -112,6 +113,11 @@ def validate(
             reading = parse_reading(item.event, limits)
         except InvalidReading as exc:
             rejected.append(_Rejected(item, exc.reason))
+            continue
+        except (
+            Exception
+        ) as exc:  # a case the checks missed: this message's dead letter, never the batch's failure
+            rejected.append(_Rejected(item, f"unreadable message ({type(exc).__name__}: {exc})"[:500]))
             continue
         key = (reading.device_id, reading.seq)
         if key in seen:

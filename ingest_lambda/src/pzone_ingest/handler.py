@@ -1,6 +1,6 @@
 """AWS Lambda entry point: ``pzone_ingest.handler.handler`` behind the IoT rule
 
-    SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'
+    SELECT *, topic(2) AS zone_id, topic(3) AS topic_device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'
 
 One event is one message; a list of such events is processed as one batch. Invalid messages become dead letters
 and never fail the rest; only a database failure raises (so the rule's error action keeps the message).

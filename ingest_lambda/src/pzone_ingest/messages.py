@@ -1,8 +1,10 @@
 """Turn what arrives (an MQTT message or an IoT-rule event) into one shape the processing step understands.
 
 The local worker builds exactly the event that the AWS IoT rule
-``SELECT *, topic(2) AS zone_id, topic(3) AS device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'``
-hands to the Lambda, so both run the same code from here on.
+``SELECT *, topic(2) AS zone_id, topic(3) AS topic_device_id, timestamp() AS received_at FROM 'pzone/+/+/tilt'``
+hands to the Lambda, so both run the same code from here on. The rule names the topic's device id apart from the
+payload's own ``device_id``, so that a payload that names another device than its topic is refused on both paths
+(under ``AS device_id`` the topic's would silently overwrite it).
 """
 
 from __future__ import annotations
@@ -60,28 +62,41 @@ def from_mqtt(
         return Incoming(kind, topic, raw, error=f"payload is not valid JSON: {exc}")
     if not isinstance(body, dict):
         return Incoming(kind, topic, raw, error=f"payload must be a JSON object, got {type(body).__name__}")
-    claimed = body.get("device_id", device_id)
-    if claimed != device_id:
+    event = {**body, "zone_id": zone_id, TOPIC_DEVICE_ID: device_id, "received_at": received_at_ms}
+    return _from_rule_event(kind, topic, raw, event)
+
+
+# The IoT rule's name for topic(3); the payload's own device_id stays beside it.
+TOPIC_DEVICE_ID = "topic_device_id"
+
+
+def _from_rule_event(kind: str, topic: str | None, raw: bytes, event: dict[str, Any]) -> Incoming:
+    """The rule-shaped event with the topic's device id as ``device_id``; refused when the payload names another
+    device, or when the rule did not say which topic it came from."""
+    topic_device = event.get(TOPIC_DEVICE_ID)
+    if topic_device is None:
+        return Incoming(
+            kind, topic, raw, error=f"event has no {TOPIC_DEVICE_ID}: the IoT rule must select topic(3) as it"
+        )
+    claimed = event.get("device_id", topic_device)
+    if claimed != topic_device:
         return Incoming(
             kind, topic, raw, error=f"payload device_id {claimed!r:.80} does not match the topic's"
         )
-    return Incoming(
-        kind,
-        topic,
-        raw,
-        event={**body, "zone_id": zone_id, "device_id": device_id, "received_at": received_at_ms},
-    )
+    fields = {key: value for key, value in event.items() if key != TOPIC_DEVICE_ID}
+    return Incoming(kind, topic, raw, event={**fields, "device_id": topic_device})
 
 
 def from_iot_event(event: Any) -> Incoming:
-    """An event as the IoT rule delivers it to the Lambda (payload fields plus zone_id, device_id, received_at)."""
+    """An event as the IoT rule delivers it to the Lambda (payload fields plus zone_id, topic_device_id,
+    received_at, and kind for status messages)."""
     try:
         raw = json.dumps(event, default=str, allow_nan=True).encode()[:RAW_PAYLOAD_KEEP_BYTES]
     except (TypeError, ValueError):
         raw = repr(event).encode()[:RAW_PAYLOAD_KEEP_BYTES]
     if not isinstance(event, dict):
         return Incoming("tilt", None, raw, error=f"event must be a JSON object, got {type(event).__name__}")
-    zone_id, device_id = event.get("zone_id"), event.get("device_id")
+    zone_id, device_id = event.get("zone_id"), event.get(TOPIC_DEVICE_ID)
     # The status rule adds ``topic(4) AS kind``; the tilt rule's events carry no kind.
     kind = event.get("kind", "tilt")
     if kind not in ("tilt", "status"):
@@ -89,4 +104,4 @@ def from_iot_event(event: Any) -> Incoming:
     topic = None
     if isinstance(zone_id, str) and isinstance(device_id, str):
         topic = (status_topic if kind == "status" else tilt_topic)(zone_id, device_id)
-    return Incoming(kind, topic, raw, event=event)
+    return _from_rule_event(kind, topic, raw, event)
