@@ -41,13 +41,9 @@ from fastapi import FastAPI, HTTPException, Response, UploadFile
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 
-from pzone.db.engine import make_engine
 from pzone.migrations import upgrade
-from pzone.telemetry import Limits
 from pzone_api.api.deps import CsrfChecked, CurrentSession, DbDep, PhotoQueueDep, SettingsDep, StoreDep
 from pzone_api.api.routes.photos import PhotoOut, upload_photo
-from pzone_ingest.batch import process_batch
-from pzone_ingest.messages import from_iot_event
 from tests.support.api import (
     TEST_REDIS_URL,
     app_from_env,
@@ -57,6 +53,7 @@ from tests.support.api import (
     random_redis_prefix,
     uvicorn_command,
 )
+from tests.support.photos import add_device
 from tests.support.s3 import FAKE_AWS_ENV, MotoServer
 from tests.support.services import create_database, drop_database, free_port, wait_port
 
@@ -168,18 +165,7 @@ def upload_section(
     api = worker = None
     try:
         upgrade(url)
-        engine = make_engine(url)
-        event = {
-            "v": 1,
-            "seq": 1,
-            "ax": 0.0,
-            "ay": 0.0,
-            "az": 1.0,
-            "zone_id": "zone-1",
-            "topic_device_id": "dev-1",
-        }
-        process_batch(engine, [from_iot_event(event)], Limits(), source="lambda")
-        engine.dispose()
+        add_device(url)  # devices come from telemetry: dev-1 in zone-1, as ingest registers it
         import boto3
 
         boto3.client(

@@ -486,7 +486,10 @@ def test_zipped_handler_stores_readings_with_the_secret_from_secrets_manager(
 
     events = [
         event("scooter-0001", 1, 0.0, 1.0),  # one event: upright
-        [event("scooter-0002", 7, 1.0, 0.0), {"v": 1, "zone_id": "zone-1", "topic_device_id": "scooter-0002"}],
+        [
+            event("scooter-0002", 7, 1.0, 0.0),
+            {"v": 1, "zone_id": "zone-1", "topic_device_id": "scooter-0002"},
+        ],
         event("scooter-0001", 1, 0.0, 1.0),  # the rule's redelivery: a duplicate, not a row
     ]
     env = {
