@@ -1,12 +1,15 @@
 """Fixtures of several folders' tests: fresh databases on the shared PostgreSQL, SQLite files, an engine on either,
-private Mosquitto brokers and the moto S3 server; the session's private BentoML store; one seeded platform."""
+private Mosquitto brokers and the moto S3 server; the session's private BentoML store; one seeded platform; and
+Hypothesis's profile."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine
 
 from pzone.db.engine import make_engine
@@ -15,6 +18,12 @@ from tests.support.bentoml_store import remove_private_store, use_private_store
 from tests.support.dataset import SeededPlatform, seed_platform
 from tests.support.s3 import AWS_ENV_TO_CLEAR, FAKE_AWS_ENV, MotoServer
 from tests.support.services import MosquittoBroker, create_database, drop_database
+
+# On CI the property tests try the same examples every run (a red build is then a change's doing, and reproducible);
+# on a developer's machine they explore anew each time, remembering failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Before any test module runs: BentoML reads BENTOML_HOME once, and no test may touch the user's store (BentoML's
 # default, ~/bentoml, is where the package stage imports when the variable is unset).
