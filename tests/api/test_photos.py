@@ -165,6 +165,28 @@ def test_multipart_upload_in_small_pieces_is_stored_whole(api: dict[str, Any]) -
     assert (photo["width"], photo["height"]) == (1600, 1200)
 
 
+def test_a_photo_time_after_its_upload_began_gives_way_to_the_servers(api: dict[str, Any]) -> None:
+    """A client may say when its photo was taken (the request, or EXIF), but not that it was taken after it was sent:
+    past the clocks' tolerance the upload time counts; within it, or in the past, the client's time stays (how far
+    it may pick the photo's label is the labels' decision)."""
+    from datetime import UTC, datetime, timedelta
+
+    client = api["client"]
+    csrf = signup(client, "clock@example.com", "correct horse battery")
+    now = datetime.now(UTC)
+    for taken_at, source in (
+        (now + timedelta(days=3), "upload"),
+        (now + timedelta(seconds=30), "client"),  # a client clock a little ahead
+        (now - timedelta(days=3), "client"),
+    ):
+        done = direct_upload(client, csrf, photo_bytes((60, 40)), taken_at=taken_at.isoformat())
+        assert done.status_code == 200, done.text
+        photo = done.json()
+        assert photo["taken_at_source"] == source, (taken_at, photo)
+        stored = datetime.fromisoformat(photo["taken_at"])
+        assert abs((stored - (now if source == "upload" else taken_at)).total_seconds()) < 60
+
+
 def test_users_see_only_their_own_photos(api: dict[str, Any]) -> None:
     client = api["client"]
     csrf_a = signup(client, "a@example.com", "correct horse battery")

@@ -23,6 +23,7 @@ from pzone.labels import (
     reading_time,
     refresh_labels,
     set_manual_label,
+    time_is_proven,
 )
 from pzone.migrations import current, downgrade, upgrade
 from tests.support.api import create_user_in_db
@@ -355,6 +356,74 @@ def test_labeled_photos_for_the_snapshot(engine: Engine, scene: dict[str, Any], 
         strict = labeled_photos(s, min_quality=0.99)
     assert photos["moving"] in {p.photo_id for p in strict}  # manual labels always pass
     assert len(strict) < len(listed)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("source", "lead_s", "proven"),
+    [
+        ("exif", 30, True),  # taken half a minute before the upload: the photo shows that moment
+        ("client", 600, True),  # at the edge of client_time_trusted_s
+        ("client", 601, False),  # further back: it could borrow any past reading's label
+        ("exif", 2 * 3600, False),
+        ("exif", -60, True),  # a client clock a minute ahead
+        ("client", -3600, False),  # "taken" an hour after it was sent
+        ("upload", 10 * 86400, True),  # the server's clock: not the client's choice
+        ("import", 400 * 86400, True),  # an operator's CSV
+        (None, 10 * 86400, True),  # photos stored before the source was kept
+    ],
+)
+def test_a_client_chosen_time_picks_a_label_only_near_its_upload(
+    source: str | None, lead_s: float, proven: bool
+) -> None:
+    assert time_is_proven(source, T, T + timedelta(seconds=lead_s), P) is proven
+    assert time_is_proven("client", T, None, P) is False  # no upload time to check it against
+
+
+@pytest.mark.integration
+def test_a_label_from_an_unproven_client_time_never_trains(engine: Engine, db_url: str) -> None:
+    """The poisoning: a client sets taken_at (or EXIF) to the moment of a reading it wants as its photo's label. The
+    label is kept for the operator, with quality 0 and its reason; the repository's snapshot.min_quality leaves it
+    out of training, and a photo sent right after it was taken keeps its label."""
+    import yaml
+
+    from tests.support.paths import REPO
+
+    user = create_user_in_db(db_url, "eve@example.com", PASSWORD)
+    with Session(engine, expire_on_commit=False) as s:
+        add_device_row(s, "d-victim")
+        s.execute(insert(table_of(SensorReading)), [reading_row("d-victim", 1, 85.0, at(0), at(0))])
+        rows = {
+            "borrowed": {
+                **photo_row(user, "d-victim", T),
+                "taken_at_source": "client",
+                "created_at": at(7200),
+            },
+            "backdated_exif": {
+                **photo_row(user, "d-victim", T),
+                "taken_at_source": "exif",
+                "created_at": at(86400),
+            },
+            "fresh": {**photo_row(user, "d-victim", T), "taken_at_source": "exif", "created_at": at(20)},
+            "server_time": {
+                **photo_row(user, "d-victim", T),
+                "taken_at_source": "upload",
+                "created_at": at(9999),
+            },
+        }
+        s.execute(insert(table_of(Photo)), list(rows.values()))
+        stats = refresh_labels(s, P)
+        s.commit()
+        stored = {row.photo_id: row for row in s.scalars(select(PhotoLabel))}
+        min_quality = float(yaml.safe_load((REPO / "params.yaml").read_text())["snapshot"]["min_quality"])
+        trained = {p.photo_id for p in labeled_photos(s, min_quality=min_quality)}
+    assert stats.reasons == {"ok": 2, "client_time_unproven": 2}
+    for name in ("borrowed", "backdated_exif"):
+        label = stored[rows[name]["id"]]
+        assert (label.label, label.reason, label.quality) == ("fallen", "client_time_unproven", 0.0)
+    for name in ("fresh", "server_time"):
+        assert stored[rows[name]["id"]].reason == "ok" and stored[rows[name]["id"]].quality > 0.5
+    assert min_quality > 0 and trained == {rows["fresh"]["id"], rows["server_time"]["id"]}
 
 
 @pytest.mark.integration

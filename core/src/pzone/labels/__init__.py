@@ -13,6 +13,7 @@ Nothing here commits: the caller owns the transaction.
 """
 
 from pzone.labels.decision import (
+    CLIENT_TIME_FUTURE_TOLERANCE_S,
     QUALITY_WEIGHTS,
     REASON_DISAGREE,
     REASON_NO_DEVICE,
@@ -20,7 +21,9 @@ from pzone.labels.decision import (
     REASON_NO_TAKEN_AT,
     REASON_NOT_COMPUTED,
     REASON_OK,
+    REASON_TIME_UNPROVEN,
     REASON_TOO_FEW,
+    UNPROVEN_TIME_QUALITY,
     LabelDecision,
     LabelParams,
     ReadingPoint,
@@ -28,6 +31,7 @@ from pzone.labels.decision import (
     label_for,
     label_quality,
     reading_time,
+    time_is_proven,
 )
 from pzone.labels.manual import set_manual_label
 from pzone.labels.refresh import BATCH_SIZE, LabelStats, SensorLabel, refresh_labels, sensor_labels
@@ -44,6 +48,7 @@ from pzone.labels.training_set import LabeledPhoto, labeled_photos
 
 __all__ = [
     "BATCH_SIZE",
+    "CLIENT_TIME_FUTURE_TOLERANCE_S",
     "MANUAL_QUALITY",
     "QUALITY_WEIGHTS",
     "REASON_DISAGREE",
@@ -52,9 +57,11 @@ __all__ = [
     "REASON_NO_READING",
     "REASON_NO_TAKEN_AT",
     "REASON_OK",
+    "REASON_TIME_UNPROVEN",
     "REASON_TOO_FEW",
     "SOURCE_MANUAL",
     "SOURCE_SENSOR",
+    "UNPROVEN_TIME_QUALITY",
     "LabelDecision",
     "LabelParams",
     "LabelRow",
@@ -73,4 +80,5 @@ __all__ = [
     "refresh_labels",
     "sensor_labels",
     "set_manual_label",
+    "time_is_proven",
 ]

@@ -26,6 +26,17 @@ REASON_NO_READING = "no_reading_in_window"
 REASON_TOO_FEW = "too_few_readings"  # fewer than min_readings in the window (min_readings > 1)
 REASON_DISAGREE = "readings_disagree"  # classes differ, or the angle spread exceeds max_spread_deg
 REASON_NOT_COMPUTED = "not_computed"  # a row made by a manual label before the sensor's first pass
+# A label from readings at a moment the client chose, further from the upload than client_time_trusted_s: kept for the
+# operator to see, with UNPROVEN_TIME_QUALITY, which any snapshot.min_quality above 0 leaves out of training.
+REASON_TIME_UNPROVEN = "client_time_unproven"
+
+# Who set a photo's taken_at (photos.taken_at_source). "client" (the create request's taken_at) and "exif" (the file
+# it uploaded) are the client's to choose, and so could borrow any past reading's label; "upload" (the server's clock)
+# and "import" (an operator's CSV) are not.
+CLIENT_CHOSEN_TIME_SOURCES = frozenset({"client", "exif"})
+UNPROVEN_TIME_QUALITY = 0.0
+# How far after the upload began a client's clock may put a photo (clocks differ): later is not a time it was taken.
+CLIENT_TIME_FUTURE_TOLERANCE_S = 120.0
 
 # quality = weighted mean of three scores in [0, 1]: closeness in time (1 at the photo's instant, 0 at the window's
 # edge), agreement (1 when the window's angles are equal, 0 at max_spread_deg) and margin (the nearest reading's
@@ -46,9 +57,17 @@ class LabelParams:
     upright_max_deg: float = UPRIGHT_MAX_DEG  # upright below
     fallen_min_deg: float = FALLEN_MIN_DEG  # fallen from; tilted between
     min_readings: int = 1  # readings the window must hold
+    client_time_trusted_s: float = 600.0  # a client-chosen taken_at counts this long before the upload began
 
     def __post_init__(self) -> None:
-        for name in ("window_s", "max_clock_skew_s", "max_spread_deg", "upright_max_deg", "fallen_min_deg"):
+        for name in (
+            "window_s",
+            "max_clock_skew_s",
+            "max_spread_deg",
+            "upright_max_deg",
+            "fallen_min_deg",
+            "client_time_trusted_s",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"labels.{name} must be a finite number, got {value!r}")
@@ -56,6 +75,10 @@ class LabelParams:
             raise ValueError(f"labels.window_s must be > 0 seconds, got {self.window_s!r}")
         if self.max_clock_skew_s < 0:
             raise ValueError(f"labels.max_clock_skew_s must be >= 0 seconds, got {self.max_clock_skew_s!r}")
+        if self.client_time_trusted_s < 0:
+            raise ValueError(
+                f"labels.client_time_trusted_s must be >= 0 seconds, got {self.client_time_trusted_s!r}"
+            )
         if self.max_spread_deg < 0:
             raise ValueError(f"labels.max_spread_deg must be >= 0 degrees, got {self.max_spread_deg!r}")
         if not 0 < self.upright_max_deg < self.fallen_min_deg <= 180:
@@ -172,6 +195,20 @@ def label_for(
         return LabelDecision(None, REASON_DISAGREE, **evidence)
     quality = label_quality(gap, spread, nearest.tilt_deg, params)
     return LabelDecision(classes.pop().value, REASON_OK, quality=quality, **evidence)
+
+
+def time_is_proven(
+    source: str | None, taken_at: datetime, uploaded_at: datetime | None, params: LabelParams
+) -> bool:
+    """Whether a photo's ``taken_at`` may pick its sensor label: set by the server or an operator, or chosen by the
+    client no earlier than ``params.client_time_trusted_s`` before the upload began (and not after it, beyond
+    clock differences). The client can then only pick among the last moments' readings, which the photo shows."""
+    if source not in CLIENT_CHOSEN_TIME_SOURCES:
+        return True
+    if uploaded_at is None:
+        return False
+    lead_s = (as_utc(uploaded_at) - as_utc(taken_at)).total_seconds()
+    return -CLIENT_TIME_FUTURE_TOLERANCE_S <= lead_s <= params.client_time_trusted_s
 
 
 def label_quality(gap_s: float, spread_deg: float, angle_deg: float, params: LabelParams) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +18,15 @@ from pzone.db.models import Photo, PhotoLabel, SensorReading, table_of, utcnow
 from pzone.labels.decision import (
     REASON_NO_DEVICE,
     REASON_NO_TAKEN_AT,
+    REASON_TIME_UNPROVEN,
+    UNPROVEN_TIME_QUALITY,
     LabelDecision,
     LabelParams,
     ReadingPoint,
     as_utc,
     label_for,
     reading_time,
+    time_is_proven,
 )
 from pzone.labels.rows import SOURCE_SENSOR, effective_label, upsert_insert
 
@@ -62,10 +65,13 @@ _SENSOR_COLUMNS = (
 def _photo_batches(
     session: Session, photo_ids: Iterable[str] | None, batch_size: int
 ) -> Iterator[Sequence[Any]]:
-    """Stored photos (id, device_id, taken_at) in batches of neighbours: by device, then time, so that a batch's
-    readings are a few contiguous ranges and each reading is fetched about once. The keys are read first (one query,
-    or one per ``batch_size`` ids given): three small columns, even for a million photos."""
-    columns = select(Photo.id, Photo.device_id, Photo.taken_at).where(Photo.status == "stored")
+    """Stored photos (id, device_id, taken_at, who set it, when the upload began) in batches of neighbours: by
+    device, then time, so that a batch's readings are a few contiguous ranges and each reading is fetched about once.
+    The keys are read first (one query, or one per ``batch_size`` ids given): five small columns, even for a million
+    photos."""
+    columns = select(
+        Photo.id, Photo.device_id, Photo.taken_at, Photo.taken_at_source, Photo.created_at
+    ).where(Photo.status == "stored")
     rows: list[Any] = []
     if photo_ids is None:
         rows.extend(session.execute(columns))
@@ -151,7 +157,12 @@ def _decide(
     window = timedelta(seconds=params.window_s)
     low = bisect.bisect_left(times, taken - window)
     high = bisect.bisect_right(times, taken + window)
-    return label_for(taken, points[low:high], params)
+    decision = label_for(taken, points[low:high], params)
+    if decision.label is not None and not time_is_proven(
+        photo.taken_at_source, taken, photo.created_at, params
+    ):
+        return replace(decision, reason=REASON_TIME_UNPROVEN, quality=UNPROVEN_TIME_QUALITY)
+    return decision
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo
+from pzone.labels import CLIENT_TIME_FUTURE_TOLERANCE_S, as_utc
 from pzone.storage import (
     ObjectNotFound,
     ObjectStore,
@@ -146,9 +147,13 @@ def _fill(photo: Photo, info: ImageInfo, sha: str, original: str, keys: dict[str
     photo.size_bytes = size
     photo.width, photo.height = info.width, info.height
     photo.completed_at = now
-    if info.exif_taken_at is not None:
+    # The EXIF time, else the client's, unless it lies after the upload began (beyond clocks' differences): a photo
+    # is not taken after it is sent, so the server's own time is the better one then. How much a client-chosen time
+    # is trusted to pick the photo's sensor label is the labels' decision (pzone.labels.time_is_proven).
+    latest = as_utc(photo.created_at or now) + timedelta(seconds=CLIENT_TIME_FUTURE_TOLERANCE_S)
+    if info.exif_taken_at is not None and as_utc(info.exif_taken_at) <= latest:
         photo.taken_at, photo.taken_at_source = info.exif_taken_at, "exif"
-    elif photo.client_taken_at is not None:
+    elif photo.client_taken_at is not None and as_utc(photo.client_taken_at) <= latest:
         photo.taken_at, photo.taken_at_source = photo.client_taken_at, "client"
     else:
         photo.taken_at, photo.taken_at_source = now, "upload"
