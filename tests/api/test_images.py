@@ -255,7 +255,7 @@ def test_exif_taken_at_without_offset_is_read_as_utc() -> None:
     assert info.exif_taken_at == EXIF_TAKEN_AT.replace(tzinfo=UTC)
     assert info.exif_taken_at is not None and info.exif_taken_at.utcoffset() is not None
     assert not info.exif_taken_at_has_offset
-    assert inspect(camera_jpeg(32, 24)).exif_taken_at is None
+    assert inspect(camera_jpeg(48, 32)).exif_taken_at is None
 
 
 def test_derivatives_are_upright_and_carry_no_metadata() -> None:
@@ -344,7 +344,7 @@ def test_large_jpegs_are_decoded_at_reduced_size(monkeypatch: pytest.MonkeyPatch
 
 
 def test_declared_type_spellings() -> None:
-    jpeg = camera_jpeg(32, 24)
+    jpeg = camera_jpeg(48, 32)
     for declared in ("image/jpeg", "image/jpg", "image/pjpeg", " Image/JPEG ; charset=binary", None):
         assert inspect(jpeg, declared).content_type == "image/jpeg"
     for declared in ("", "image/png", "text/html", "image/jpeg2000"):

@@ -333,14 +333,14 @@ def bad_uploads() -> list[BadUpload]:
     webp = encode(small, "WEBP", quality=80)
     frame2 = Image.new("RGB", small.size, (0, 90, 200))
     gif_frames = [small.convert("P"), frame2.convert("P")]
-    tiny_jpeg = encode(Image.new("RGB", (16, 16), (40, 80, 120)), "JPEG")
+    tiny_jpeg = encode(Image.new("RGB", (32, 32), (40, 80, 120)), "JPEG")
     # A GIF whose logical screen is 65535 x 65535, holding a 1 x 1 image.
     gif_bomb = bytearray(encode(Image.new("P", (1, 1)), "GIF"))
     gif_bomb[6:10] = struct.pack("<HH", 0xFFFF, 0xFFFF)
     png_bad_crc = bytearray(png)
     idat = png.index(b"IDAT")
     png_bad_crc[idat + 20] ^= 0x01
-    rgb16_rows = b"".join(b"\x00" + bytes(range(48)) for _ in range(8))  # 8 x 8 RGB, 16 bits per sample
+    rgb16_rows = b"".join(b"\x00" + bytes(range(192)) for _ in range(32))  # 32 x 32 RGB, 16 bits per sample
     return [
         BadUpload("empty.jpg", b"", "image/jpeg", "empty"),
         BadUpload("truncated.jpg", jpeg[: len(jpeg) // 2], "image/jpeg", "truncated"),
@@ -378,6 +378,21 @@ def bad_uploads() -> list[BadUpload]:
         BadUpload(
             "tall.jpg", encode(Image.new("L", (8, 13_000), 90), "JPEG"), "image/jpeg", "too_large_dimensions"
         ),
+        BadUpload(
+            "pixel.png",
+            encode(Image.new("RGB", (1, 1), (255, 255, 255)), "PNG"),
+            "image/png",
+            "too_small_dimensions",
+        ),
+        BadUpload(
+            "sliver.jpg", encode(Image.new("L", (640, 31), 90), "JPEG"), "image/jpeg", "too_small_dimensions"
+        ),
+        BadUpload(
+            "tiny.webp",
+            encode(Image.new("RGB", (16, 16), (9, 9, 9)), "WEBP"),
+            "image/webp",
+            "too_small_dimensions",
+        ),
         BadUpload("photo.gif", encode(small.convert("P"), "GIF"), "image/gif", "unsupported_format"),
         BadUpload("bomb.gif", bytes(gif_bomb), "image/gif", "unsupported_format"),
         BadUpload(
@@ -397,11 +412,11 @@ def bad_uploads() -> list[BadUpload]:
         ),
         BadUpload("cmyk.jpg", encode(small.convert("CMYK"), "JPEG"), "image/jpeg", "unsupported_mode"),
         BadUpload(
-            "grey16.png", encode(Image.new("I;16", (32, 24), 40_000), "PNG"), "image/png", "unsupported_mode"
+            "grey16.png", encode(Image.new("I;16", (48, 40), 40_000), "PNG"), "image/png", "unsupported_mode"
         ),
         BadUpload(
             "rgb16.png",
-            raw_png(8, 8, bit_depth=16, color_type=2, idat=zlib.compress(rgb16_rows)),
+            raw_png(32, 32, bit_depth=16, color_type=2, idat=zlib.compress(rgb16_rows)),
             "image/png",
             "unsupported_mode",
         ),
@@ -491,11 +506,11 @@ def good_edge_cases() -> list[GoodUpload]:
         content_type = {b"\xff\xd8": "image/jpeg", b"\x89P": "image/png", b"RI": "image/webp"}[data[:2]]
         return GoodUpload(name, data, declared, content_type, size[0], size[1], mode)
 
-    pixel = Image.new("RGB", (1, 1), (1, 2, 3))
+    smallest = Image.new("RGB", (32, 32), (1, 2, 3))  # MIN_SIDE: anything smaller is refused
     return [
-        good("one.jpg", encode(pixel, "JPEG"), "image/jpeg", (1, 1)),
-        good("one.png", encode(pixel, "PNG"), "image/png", (1, 1)),
-        good("one.webp", encode(pixel, "WEBP"), "image/webp", (1, 1)),
+        good("smallest.jpg", encode(smallest, "JPEG"), "image/jpeg", (32, 32)),
+        good("smallest.png", encode(smallest, "PNG"), "image/png", (32, 32)),
+        good("smallest.webp", encode(smallest, "WEBP"), "image/webp", (32, 32)),
         good("grey.jpg", encode(small.convert("L"), "JPEG"), "image/jpeg", mode="L"),
         good("grey.png", encode(small.convert("L"), "PNG"), "image/png", mode="L"),
         good("palette-transparent.png", encode(palette, "PNG"), "image/png", mode="P"),
@@ -512,6 +527,6 @@ def good_edge_cases() -> list[GoodUpload]:
         good("alias.jpg", encode(small, "JPEG"), "image/jpg"),
         good("params.jpg", encode(small, "JPEG"), "IMAGE/JPEG; charset=binary"),
         good("undeclared.png", encode(small, "PNG"), None),
-        good("max-side.png", encode(Image.new("L", (12_000, 2), 5), "PNG"), "image/png", (12_000, 2), "L"),
+        good("max-side.png", encode(Image.new("L", (12_000, 32), 5), "PNG"), "image/png", (12_000, 32), "L"),
         good("exif-rotated.jpg", exif_photo_jpeg(), "image/jpeg", (300, 400)),
     ]

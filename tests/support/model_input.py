@@ -28,10 +28,10 @@ def model_input_sources() -> dict[str, bytes]:
         "grey png": encode(Image.new("L", (90, 40), 77), "PNG"),
         "palette png": encode(Image.new("P", (33, 33), 5), "PNG"),
         "webp": encode(Image.new("RGB", (120, 90), (40, 50, 60)), "WEBP"),
-        "smaller than the square": photo_bytes((20, 12)),
+        "smaller than the square": photo_bytes((40, 32)),
         "jpeg, wide-gamut profile": encode(photo(640, 480, seed=3), "JPEG", icc_profile=wide_gamut_icc()),
         "png, transparent colour": encode(transparent_colour_rgb(), "PNG", transparency=(0, 0, 0)),
-        "palette png, transparent entry": encode(Image.new("P", (40, 30), 0), "PNG", transparency=0),
+        "palette png, transparent entry": encode(Image.new("P", (40, 32), 0), "PNG", transparency=0),
     }
 
 

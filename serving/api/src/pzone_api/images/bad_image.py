@@ -16,6 +16,7 @@ BadImageCode = Literal[
     "polyglot",  # the file is also something else: data after the image, embedded markup/PDF/ZIP
     "too_many_pixels",  # width x height over max_pixels (decompression-bomb guard)
     "too_large_dimensions",  # a side over max_side
+    "too_small_dimensions",  # a side under MIN_SIDE: too few pixels to show the object (a 1x1 "photo")
     "animated",  # more than one frame (APNG, animated WebP)
     "unsupported_mode",  # not 8-bit RGB/RGBA/L/P: CMYK, 16-bit, 12-bit JPEG, LA, 1-bit, ...
 ]

@@ -29,7 +29,8 @@ How the checks work, in order (the first failure wins):
    (Google Motion Photos), each of which must account exactly for the rest of the file and is searched like
    metadata in step 6.
 5. **Header limits**, from the header values read in step 4, before any pixel is decoded: width x height over
-   ``max_pixels`` (``too_many_pixels``), a side over ``max_side`` (``too_large_dimensions``), more than one frame
+   ``max_pixels`` (``too_many_pixels``), a side over ``max_side`` (``too_large_dimensions``) or under
+   :data:`MIN_SIDE` (``too_small_dimensions``), more than one frame
    (``animated``: APNG, animated WebP), more than 8 bits per sample (``unsupported_mode``: 16-bit PNG, 12-bit
    JPEG).
 6. **Embedded content**: HTML, script, SVG, PHP or PDF markers in the first 1024 bytes (the window that content
@@ -318,12 +319,22 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
+# The smallest side a photo may have: fewer pixels cannot show a parked object (the thumbnail alone is 256 px),
+# and a 1x1 image is a tracking pixel or a probe, not a photo.
+MIN_SIDE = 32
+
+
 def _check_sides(size: tuple[int, int], max_side: int) -> None:
     width, height = size
     if max(width, height) > max_side:
         raise BadImage(
             "too_large_dimensions",
             f"the image is {width}x{height}; neither side may be over {max_side} pixels",
+        )
+    if min(width, height) < MIN_SIDE:
+        raise BadImage(
+            "too_small_dimensions",
+            f"the image is {width}x{height}; neither side may be under {MIN_SIDE} pixels",
         )
 
 
