@@ -161,6 +161,16 @@ def test_nul_bytes_and_binary_payloads_are_kept_as_bytes(engine: Engine) -> None
         assert conn.execute(select(DeadLetter.raw_payload)).scalar_one() == blob
 
 
+def test_an_oversized_payload_leaves_a_short_dead_letter_with_its_whole_size(engine: Engine) -> None:
+    big = b'{"v":1,"seq":1,' + b" " * 200_000 + b"}"
+    item = from_mqtt("pzone/zone-1/d1/tilt", big, int(time.time() * 1000), 4096)
+    assert process_batch(engine, [item], LIMITS, source="mqtt").dead_letters == 1
+    with Session(engine) as session:
+        (letter,) = session.scalars(select(DeadLetter)).all()
+    assert letter.payload_size == len(big) and letter.raw_payload == big[:1024]
+    assert "exceeds 4096" in letter.reason
+
+
 def test_status_messages_update_devices(engine: Engine) -> None:
     now = int(time.time() * 1000)
     items = [

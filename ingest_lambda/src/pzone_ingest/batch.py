@@ -292,7 +292,7 @@ def _insert_dead_letters(conn: Connection, rejected: Sequence[_Rejected], source
                 "zone_id": zone_id[:64] if isinstance(zone_id, str) else None,
                 "device_id": device_id[:64] if isinstance(device_id, str) else None,
                 "reason": entry.reason[:2000],
-                "payload_size": len(entry.item.raw),
+                "payload_size": entry.item.size if entry.item.size is not None else len(entry.item.raw),
                 "raw_payload": entry.item.raw,
             }
         )

@@ -26,6 +26,12 @@ class Incoming:
     raw: bytes
     event: Any = None
     error: str | None = None
+    size: int | None = None  # the payload's whole size, when ``raw`` keeps only part of it
+
+
+# An oversized payload is refused for its size, and its dead letter keeps only this much of it (enough to see what it
+# was): the refusal must be no way to store RAW_PAYLOAD_KEEP_BYTES per message.
+OVERSIZE_KEEP_BYTES = 1024
 
 
 def _reject_constant(name: str) -> float:
@@ -43,11 +49,15 @@ def loads_strict(text: str) -> Any:
 def from_mqtt(
     topic: str, payload: bytes | bytearray, received_at_ms: int, max_payload_bytes: int
 ) -> Incoming:
-    raw = bytes(payload[:RAW_PAYLOAD_KEEP_BYTES])
     if len(payload) > max_payload_bytes:
         return Incoming(
-            "tilt", topic, raw, error=f"payload of {len(payload)} bytes exceeds {max_payload_bytes}"
+            "tilt",
+            topic,
+            bytes(payload[:OVERSIZE_KEEP_BYTES]),
+            error=f"payload of {len(payload)} bytes exceeds {max_payload_bytes}",
+            size=len(payload),
         )
+    raw = bytes(payload[:RAW_PAYLOAD_KEEP_BYTES])
     try:
         zone_id, device_id, kind = parse_topic(topic)
     except InvalidReading as exc:
