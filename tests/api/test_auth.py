@@ -374,6 +374,63 @@ def test_operator_routes(sqlite_url: str, tmp_path: Path) -> None:
         assert client.get("/api/test-only/operator").json() == {"operator": "op@example.com"}
 
 
+def test_signing_out_everywhere_and_changing_the_password_end_the_other_sessions(
+    pg_url: str, backend: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Ana signed in on her phone and her laptop (two sessions), Bob on his: one client that carries each session's
+    cookies in turn (the app's backends stay those of its one lifespan)."""
+    app = build_app(pg_url, tmp_path, backend, redis_prefix)
+    new = "a brand new passphrase"
+    with TestClient(app) as client:
+
+        def session_of(email: str, password: str, path: str = "/api/auth/login") -> tuple[str, str]:
+            client.cookies.clear()
+            answer = client.post(path, json={"email": email, "password": password})
+            assert answer.status_code in (200, 201), answer.text
+            return client.cookies[SESSION], str(answer.json()["csrf_token"])
+
+        def post_as(
+            session: tuple[str, str], path: str, body: Any = None, *, csrf: bool = True
+        ) -> httpx.Response:
+            client.cookies.clear()
+            client.cookies.set(SESSION, session[0])
+            client.cookies.set(CSRF, session[1])
+            return client.post(path, json=body, headers={"X-CSRF-Token": session[1]} if csrf else {})
+
+        def signed_in(session: tuple[str, str]) -> bool:
+            return me_with(client, session[0]).status_code == 200
+
+        phone = session_of("ana@example.com", PASSWORD, "/api/auth/signup")
+        laptop = session_of("ana@example.com", PASSWORD)
+        bob = session_of("bob@example.com", PASSWORD, "/api/auth/signup")
+
+        # The password: the current one is asked for (a wrong one counts as a failed log-in), the new one checked.
+        wrong = post_as(laptop, "/api/auth/password", {"current_password": "not it", "new_password": new})
+        assert wrong.status_code == 401 and signed_in(phone) and signed_in(laptop)
+        weak = post_as(laptop, "/api/auth/password", {"current_password": PASSWORD, "new_password": "short"})
+        assert weak.status_code == 422 and "at least" in weak.text
+        body = {"current_password": PASSWORD, "new_password": new}
+        assert post_as(laptop, "/api/auth/password", body, csrf=False).status_code == 403
+        changed = post_as(laptop, "/api/auth/password", body)
+        assert changed.status_code == 200, changed.text
+        laptop = (
+            changed.cookies[SESSION],
+            str(changed.json()["csrf_token"]),
+        )  # a new session for this client
+        assert not signed_in(phone)  # whoever knew the old password is signed out
+        assert signed_in(laptop) and signed_in(bob)  # this client goes on; nobody else's session ends
+        client.cookies.clear()
+        old = client.post("/api/auth/login", json={"email": "ana@example.com", "password": PASSWORD})
+        assert old.status_code == 401
+        phone = session_of("ana@example.com", new)
+
+        # Signing out everywhere: every session of the user ends, this one too.
+        assert post_as(laptop, "/api/auth/logout-everywhere", csrf=False).status_code == 403
+        done = post_as(laptop, "/api/auth/logout-everywhere")
+        assert done.status_code == 204 and SESSION in done.headers.get("set-cookie", "")
+        assert not signed_in(laptop) and not signed_in(phone) and signed_in(bob)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # failed-login limits
 

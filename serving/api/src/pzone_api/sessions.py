@@ -59,6 +59,10 @@ class SessionStore(Protocol):
         """End the session (nothing happens for an unknown token)."""
         ...
 
+    def delete_user(self, user_id: str) -> int:
+        """End every session of the user (signed out everywhere); returns how many there were."""
+        ...
+
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
@@ -124,6 +128,11 @@ class SqlSessionStore:
         with Session(self.engine) as session, session.begin():
             session.execute(delete(WebSession).where(WebSession.token_hash == token_hash(token)))
 
+    def delete_user(self, user_id: str) -> int:
+        with Session(self.engine) as session, session.begin():
+            done = session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+            return int(getattr(done, "rowcount", 0) or 0)
+
     def delete_expired(self) -> int:
         """Remove expired rows now; returns how many."""
         with Session(self.engine) as session, session.begin():
@@ -153,6 +162,10 @@ class RedisSessionStore:
     def key(self, token: str) -> str:
         return f"{self.prefix}session:{token_hash(token)}"
 
+    def user_key(self, user_id: str) -> str:
+        """The set of a user's session keys (for :meth:`delete_user`); it lives as long as its newest session."""
+        return f"{self.prefix}user-sessions:{user_id}"
+
     def create(self, user_id: str) -> tuple[str, SessionData]:
         token = new_token()
         data = SessionData(user_id, new_token(), datetime.now(UTC) + timedelta(seconds=self.ttl_s))
@@ -161,7 +174,11 @@ class RedisSessionStore:
             "csrf_token": data.csrf_token,
             "expires_at": data.expires_at.isoformat(),
         }
-        self.client.set(self.key(token), json.dumps(document), ex=self.ttl_s)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.key(token), json.dumps(document), ex=self.ttl_s)
+        pipe.sadd(self.user_key(user_id), self.key(token))
+        pipe.expire(self.user_key(user_id), self.ttl_s)
+        pipe.execute()
         return token, data
 
     def get(self, token: str) -> SessionData | None:
@@ -179,6 +196,19 @@ class RedisSessionStore:
     def delete(self, token: str) -> None:
         if _plausible(token):
             self.client.delete(self.key(token))
+
+    def delete_user(self, user_id: str) -> int:
+        keys = [
+            k.decode() if isinstance(k, bytes) else str(k)
+            for k in self.client.smembers(self.user_key(user_id))
+        ]
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*keys)
+        pipe.delete(self.user_key(user_id))
+        deleted = int(pipe.execute()[0])
+        return deleted
 
 
 def _session_of(raw: str | bytes | None) -> SessionData | None:

@@ -20,7 +20,7 @@ from pzone_api.api.deps import (
     SettingsDep,
     SignupLimiterDep,
 )
-from pzone_api.ratelimit import login_limit_keys, signup_limit_key
+from pzone_api.ratelimit import AttemptLimiter, login_limit_keys, signup_limit_key
 from pzone_api.security import (
     EMAIL_MAX_CHARS,
     PASSWORD_MAX_CHARS,
@@ -53,6 +53,13 @@ class LoginIn(BaseModel):
     password: str
 
 
+class PasswordChangeIn(BaseModel):
+    current_password: str
+    new_password: Annotated[
+        str, Field(description=f"{PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")
+    ]
+
+
 def _field_error(field: str, message: str) -> dict[str, object]:
     """One entry of a 422 ``detail`` list, shaped like FastAPI's own (without the rejected input)."""
     return {"type": "value_error", "loc": ["body", field], "msg": message}
@@ -82,6 +89,17 @@ def require_same_origin(request: Request) -> None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             detail="Cross-site request refused: the Origin header does not match this site.",
+        )
+
+
+def _reserve_or_429(limiter: AttemptLimiter, keys: tuple[str, ...], too_many: str) -> None:
+    """Reserve one attempt against ``keys`` before any password is hashed, or answer 429 with Retry-After."""
+    wait_s = limiter.reserve(keys)
+    if wait_s:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{too_many}; try again in {wait_s} s.",
+            headers={"Retry-After": str(wait_s)},
         )
 
 
@@ -150,13 +168,8 @@ def signup(
         errors.append(_field_error("password", str(exc)))
     if errors:
         raise HTTPException(422, detail=errors)
-    wait_s = limiter.reserve((signup_limit_key(_client_ip(request)),))  # before the hash, as for logins
-    if wait_s:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"Too many sign-ups from this address; try again in {wait_s} s.",
-            headers={"Retry-After": str(wait_s)},
-        )
+    # before the hash, as for logins
+    _reserve_or_429(limiter, (signup_limit_key(_client_ip(request)),), "Too many sign-ups from this address")
     try:
         user = create_user(db, email, body.password, "client", hashing=hashing)
         db.commit()
@@ -186,13 +199,8 @@ def login(
         )
     email = body.email.strip().lower()  # no format check: a malformed address is simply not found (401)
     email_key, ip_key = login_limit_keys(email, _client_ip(request))
-    wait_s = limiter.reserve((email_key, ip_key))  # before the hash: parallel attempts count at once
-    if wait_s:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"Too many failed logins; try again in {wait_s} s.",
-            headers={"Retry-After": str(wait_s)},
-        )
+    # before the hash: parallel attempts count at once
+    _reserve_or_429(limiter, (email_key, ip_key), "Too many failed logins")
     user = authenticate(db, email, body.password, hashing=hashing)
     if user is None:  # the reservation stays: it is the failure counted
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_CREDENTIALS)
@@ -211,6 +219,53 @@ def logout(
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _clear_session_cookies(response, settings)
     return response
+
+
+@router.post("/logout-everywhere", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def logout_everywhere(
+    user: CurrentUser, session: CurrentSession, sessions: SessionStoreDep, settings: SettingsDep
+) -> Response:
+    """End every session of the user, this one included (a lost phone, a shared computer), and clear the cookies."""
+    del session  # resolved for its checks: a live session and a matching CSRF header
+    sessions.delete_user(user.id)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    _clear_session_cookies(response, settings)
+    return response
+
+
+@router.post("/password", response_model=AuthOut)
+def change_password(
+    body: PasswordChangeIn,
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    session: CurrentSession,
+    db: DbDep,
+    settings: SettingsDep,
+    sessions: SessionStoreDep,
+    limiter: LoginLimiterDep,
+    hashing: PasswordHashingDep,
+) -> AuthOut:
+    """Change the password with the current one: every other session ends, this client gets a new one. The current
+    password is guessed no more often here than at log-in (the same limits)."""
+    del session  # resolved for its checks: a live session and a matching CSRF header
+    try:
+        check_password_policy(body.new_password)
+    except WeakPassword as exc:
+        raise HTTPException(422, detail=[_field_error("new_password", str(exc))]) from None
+    email_key, ip_key = login_limit_keys(user.email, _client_ip(request))
+    _reserve_or_429(limiter, (email_key, ip_key), "Too many failed logins")
+    checked = None
+    if 0 < len(body.current_password) <= PASSWORD_MAX_CHARS:  # no hash of a password no account can have
+        checked = authenticate(db, user.email, body.current_password, hashing=hashing)
+    if checked is None or checked.id != user.id:  # the reservation stays: it is the failure counted
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="The current password is not right.")
+    limiter.reset(email_key)
+    limiter.release((ip_key,))
+    checked.password_hash = hashing.hash(body.new_password)
+    db.commit()
+    sessions.delete_user(user.id)  # whoever knew the old password is signed out
+    return _start_session(request, response, checked, sessions, settings)
 
 
 @router.get("/me", response_model=MeOut)
