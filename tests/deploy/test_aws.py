@@ -520,6 +520,8 @@ def test_zipped_handler_stores_readings_with_the_secret_from_secrets_manager(
         "inserted": 1,
         "duplicates": 0,
         "dead_letters": 0,
+        "seq_jumps": 0,
+        "epoch_switches": 0,
         "statuses": 0,
         "alarms_opened": 0,
         "alarms_closed": 0,

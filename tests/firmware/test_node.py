@@ -148,7 +148,7 @@ def test_payloads_follow_the_contract_and_pass_the_ingest_parser(
     states = []
     for m in messages:
         body = json.loads(m.payload)
-        assert set(body) == {"v", "device_id", "seq", "ts", "ax", "ay", "az", "battery"}
+        assert set(body) == {"v", "device_id", "epoch", "seq", "ts", "ax", "ay", "az", "battery"}
         assert body["v"] == 1 and body["device_id"] == "dev-0001"
         assert (
             isinstance(body["seq"], int) and isinstance(body["battery"], int) and 0 <= body["battery"] <= 100
@@ -244,7 +244,7 @@ def test_sequence_numbers_continue_above_the_last_after_a_reboot(
     first = make_node(flash, broker.port, seq_block=8)
     for _ in range(5):
         first.step()
-    assert first.lease.writes == 1  # one flash write for the whole block 0..7
+    assert first.lease.writes == 2  # the new storage's epoch, then one bound for the whole block 0..7
     assert first.client is not None
     first.client.abort()  # power cut: no shutdown, nothing else written
 
@@ -413,7 +413,7 @@ def test_sequence_lease_writes_once_per_block_and_never_repeats_after_reboots() 
     storage = MemoryStorage()
     lease = SequenceLease(storage, block=100)
     assert [lease.next() for _ in range(250)] == list(range(250))
-    assert storage.writes == 3  # bounds 100, 200, 300
+    assert storage.writes == 4  # the epoch, then bounds 100, 200, 300
     issued = 250
     for _ in range(5):  # reboots at arbitrary points
         lease = SequenceLease(storage, block=100)
@@ -422,7 +422,7 @@ def test_sequence_lease_writes_once_per_block_and_never_repeats_after_reboots() 
         for _ in range(37):
             lease.next()
         issued = lease.next_seq
-    assert storage.writes == 3 + 5
+    assert storage.writes == 4 + 5
 
 
 @pytest.mark.unit
@@ -431,7 +431,9 @@ def test_sequence_lease_survives_a_torn_write() -> None:
     lease = SequenceLease(storage, block=10)
     for _ in range(25):  # bounds 10 (seq.a), 20 (seq.b), 30 (seq.a)
         lease.next()
+    epoch = storage.files.pop("epoch")
     assert storage.files == {"seq.a": b"30 30\n", "seq.b": b"20 20\n"}
+    storage.files["epoch"] = epoch
     # power cut while writing bound 40 to seq.b: a truncated number, or garbage
     for torn in (b"40 4", b"", b"\xff\xff\x00", b"4"):
         storage.files["seq.b"] = torn
@@ -439,6 +441,30 @@ def test_sequence_lease_survives_a_torn_write() -> None:
     storage.files["seq.a"] = b"garbage"
     storage.files["seq.b"] = b"20 20\n"
     assert SequenceLease(storage, block=10).next() == 20
+
+
+@pytest.mark.unit
+def test_an_epoch_is_drawn_only_when_no_bound_is_stored() -> None:
+    storage = MemoryStorage()
+    lease = SequenceLease(storage, block=10, rand=lambda: 0.5)
+    assert lease.epoch == 1 + int(0.5 * (SequenceLease.EPOCH_MAX - 1))
+    assert storage.files == {"epoch": b"%d %d\n" % (lease.epoch, lease.epoch)}  # stored before any number
+    assert [lease.next() for _ in range(3)] == [0, 1, 2]
+    rebooted = SequenceLease(storage, block=10, rand=lambda: 0.9)
+    assert (rebooted.epoch, rebooted.next()) == (lease.epoch, 10)  # a reboot keeps the epoch
+
+    # A reflash wipes the bound (an epoch file left behind by a partial wipe does not matter): counting restarts
+    # at 0 under a new epoch, so the server keeps these numbers apart from the old ones.
+    del storage.files["seq.a"], storage.files["seq.b"]
+    reflashed = SequenceLease(storage, block=10, rand=lambda: 0.25)
+    assert reflashed.epoch not in (0, lease.epoch) and reflashed.next() == 0
+    # Storage written by firmware without epochs: epoch 0, which is what the server reads an absent field as.
+    legacy = MemoryStorage()
+    legacy.files["seq.a"] = b"500 500\n"
+    assert (SequenceLease(legacy, block=10).epoch, SequenceLease(legacy, block=10).next()) == (0, 500)
+    # Epochs drawn from the board's RNG: never 0, within a small int.
+    drawn = {SequenceLease(MemoryStorage()).epoch for _ in range(50)}
+    assert len(drawn) == 50 and all(0 < e <= SequenceLease.EPOCH_MAX for e in drawn)
 
 
 @pytest.mark.unit

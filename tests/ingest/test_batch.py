@@ -205,6 +205,8 @@ def test_lambda_handler_single_event_and_list(lambda_env: str) -> None:
         "inserted": 2,
         "duplicates": 1,
         "dead_letters": 1,
+        "seq_jumps": 0,
+        "epoch_switches": 0,
         "statuses": 0,
         "alarms_opened": 1,
         "alarms_closed": 0,

@@ -65,14 +65,12 @@ def test_simulate_devices_command_publishes_the_fleet_and_its_faults_on_the_zone
     accepted: dict[str, list[int]] = defaultdict(list)
     rejected: Counter[str] = Counter()
     for m in tilts.messages:
-        readings, _, dead, _ = validate(
-            [from_mqtt(m.topic, m.payload, int(time.time() * 1000), max_bytes)], Limits()
-        )
+        checked = validate([from_mqtt(m.topic, m.payload, int(time.time() * 1000), max_bytes)], Limits())
         device = m.topic.split("/")[2]
-        if dead:
+        if checked.rejected:
             rejected[device] += 1
         else:
-            (reading,) = readings
+            (reading,) = checked.readings
             assert reading.zone_id == zone and reading.device_id == device
             accepted[device].append(reading.seq)
     assert sum(len(seqs) for seqs in accepted.values()) == acked

@@ -68,6 +68,15 @@ class CoreSettings(BaseSettings):
     device_clock_past_tolerance_s: float = Field(
         7 * 24 * 3600.0, ge=0, description="A device timestamp older than this (buffer age) is not trusted."
     )
+    device_seq_jump_floor: int = Field(
+        10_000,
+        ge=1,
+        description="A reading may run this many sequence numbers ahead of its device's last applied one (plus "
+        "PZONE_DEVICE_SEQ_JUMP_PER_S per second since it); a bigger jump is refused and alarmed.",
+    )
+    device_seq_jump_per_s: float = Field(
+        10.0, ge=0, description="Sequence numbers a device may use per second (readings taken while offline)."
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> CoreSettings:

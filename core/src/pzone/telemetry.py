@@ -2,10 +2,14 @@
 
 Wire format (version 1), published QoS 1 on ``pzone/{zone_id}/{device_id}/tilt``::
 
-    {"v": 1, "device_id": "dev-0001", "seq": 42, "ts": 1764070000.25, "ax": 0.01, "ay": -0.02, "az": 0.99, "battery": 87}
+    {"v": 1, "device_id": "dev-0001", "epoch": 7315, "seq": 42, "ts": 1764070000.25, "ax": 0.01, "ay": -0.02,
+     "az": 0.99, "battery": 87}
 
-``ts`` (device clock, Unix seconds) may be missing or null; ``battery`` is percent and optional. Everything else is
-required. Angles are derived here, server-side, never trusted from the device.
+``ts`` (device clock, Unix seconds) may be missing or null; ``battery`` is percent and optional. ``epoch`` names the
+incarnation of the device's sequence counter: the firmware draws a new random one whenever its stored sequence bound
+is gone (a reflash, a replaced board), so ``(device_id, epoch, seq)`` stays unique when counting restarts at 0.
+Firmware older than the field sends none: epoch 0. Everything else is required. Angles are derived here,
+server-side, never trusted from the device.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_AXIS_G = 16.0
 MIN_MAGNITUDE_G = 0.2
 MAX_SEQ = 2**63 - 1
+MAX_EPOCH = 2**31 - 1
+# Alarm kinds: a device whose object fell over, and one whose readings are refused for a sequence number far ahead
+# of its last one (a forged or corrupted counter that would otherwise freeze its state).
+ALARM_FALLEN = TiltState.FALLEN.value
+ALARM_SEQ_JUMP = "seq_jump"
 # Device timestamps outside this window are garbage, not clock skew.
 MIN_DEVICE_TS = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 MAX_DEVICE_TS = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
@@ -54,6 +63,7 @@ class Angles:
 class Reading:
     zone_id: str
     device_id: str
+    epoch: int
     seq: int
     device_ts: datetime | None
     received_at: datetime
@@ -130,12 +140,35 @@ def _number(event: dict[str, Any], key: str, *, required: bool = True) -> float 
     return number
 
 
+def _counter(event: dict[str, Any], key: str, maximum: int, *, required: bool) -> int:
+    """A non-negative integer field (a whole float is accepted: some JSON encoders write 12.0); 0 when optional
+    and absent."""
+    value = event.get(key)
+    if value is None:
+        if required:
+            raise InvalidReading(f"missing field {key!r}")
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidReading(f"field {key!r} must be an integer, got {value!r:.40}")
+    if not 0 <= value <= maximum:
+        raise InvalidReading(f"field {key!r} out of range: {value!r:.40}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     upright_max_deg: float = UPRIGHT_MAX_DEG
     fallen_min_deg: float = FALLEN_MIN_DEG
     future_tolerance_s: float = 120.0
     past_tolerance_s: float = 7 * 24 * 3600.0
+    # How far a device's sequence number may run ahead of the last one applied: a reboot skips at most the
+    # firmware's lease block (1000) and an offline device numbers every reading it takes, so the allowance is a
+    # floor plus a rate over the time since the last applied reading. A bigger jump is refused and alarmed.
+    seq_jump_floor: int = 10_000
+    seq_jump_per_s: float = 10.0
 
 
 def received_at_of(event: dict[str, Any]) -> datetime:
@@ -164,16 +197,8 @@ def parse_reading(event: Any, limits: Limits) -> Reading:
     zone_id = check_id("zone_id", event.get("zone_id"))
     device_id = check_id("device_id", event.get("device_id"))
 
-    seq = event.get("seq")
-    if seq is None:
-        raise InvalidReading("missing field 'seq'")
-    if isinstance(seq, bool) or not isinstance(seq, int):
-        if isinstance(seq, float) and seq.is_integer():
-            seq = int(seq)
-        else:
-            raise InvalidReading(f"field 'seq' must be an integer, got {seq!r:.40}")
-    if not 0 <= seq <= MAX_SEQ:
-        raise InvalidReading(f"field 'seq' out of range: {seq!r:.40}")
+    seq = _counter(event, "seq", MAX_SEQ, required=True)
+    epoch = _counter(event, "epoch", MAX_EPOCH, required=False)
 
     received_at = received_at_of(event)
 
@@ -207,6 +232,7 @@ def parse_reading(event: Any, limits: Limits) -> Reading:
     return Reading(
         zone_id=zone_id,
         device_id=device_id,
+        epoch=epoch,
         seq=seq,
         device_ts=device_ts,
         received_at=received_at,
@@ -228,4 +254,6 @@ def limits_from(settings: Any) -> Limits:
         fallen_min_deg=settings.tilt_fallen_min_deg,
         future_tolerance_s=settings.device_clock_future_tolerance_s,
         past_tolerance_s=settings.device_clock_past_tolerance_s,
+        seq_jump_floor=settings.device_seq_jump_floor,
+        seq_jump_per_s=settings.device_seq_jump_per_s,
     )

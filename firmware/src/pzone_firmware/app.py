@@ -117,7 +117,14 @@ class TiltNode:
             self.log("cannot store the sequence bound: %r" % (exc,))
             return None
         msg = build_payload(
-            self.config.device_id, seq, self.hal.clock.time(), ax, ay, az, self.hal.battery.percent()
+            self.config.device_id,
+            seq,
+            self.hal.clock.time(),
+            ax,
+            ay,
+            az,
+            self.hal.battery.percent(),
+            self.lease.epoch,
         )
         if self.buffer.append((seq, msg)):
             self.log("offline buffer full: dropped the oldest reading")

@@ -4,6 +4,8 @@ the reconnect backoff.
 Copied to the board: MicroPython rules as in :mod:`pzone_firmware.app`.
 """
 
+from pzone_firmware.hal import urandom_float
+
 
 class OfflineBuffer:
     """Fixed-capacity FIFO (a ring over a preallocated list: no deque(maxlen) on MicroPython).
@@ -61,11 +63,18 @@ class SequenceLease:
 
     Two slot files are written alternately and the larger valid bound wins, so a write torn by a power cut
     leaves the previous bound, which still covers every number issued (none were issued from the new block).
+
+    When no valid bound is stored (a new or reflashed board, a wiped file system) counting starts at 0 again, so
+    the lease draws a new random ``epoch`` first and stores it before the first bound: the server keys readings
+    by (device, epoch, seq) and starts the new epoch instead of dropping its numbers as replays of the old ones.
+    Storage that holds a bound but no epoch was written by firmware without epochs: epoch 0, its numbering goes on.
     """
 
     SLOTS = ("seq.a", "seq.b")
+    EPOCH_FILE = "epoch"
+    EPOCH_MAX = 0x3FFFFFFF  # a small int on every MicroPython port (no long-int allocation)
 
-    def __init__(self, storage, block: int = 1000):
+    def __init__(self, storage, block: int = 1000, rand=None):
         if block < 1:
             raise ValueError("block must be >= 1")
         self._storage = storage
@@ -75,6 +84,14 @@ class SequenceLease:
         self.bound = bound
         self._next = bound
         self._slot = slot
+        if slot < 0:
+            # nothing was ever numbered on this storage: a new epoch, stored before any number is handed out
+            self.epoch = 1 + int((rand() if rand is not None else urandom_float()) * (self.EPOCH_MAX - 1))
+            self._write_pair(self.EPOCH_FILE, self.epoch)
+            self._slot = 1  # so the first bound goes to slot 0
+        else:
+            epoch = self._read_slot(self.EPOCH_FILE)
+            self.epoch = epoch if epoch is not None else 0
 
     def _read_slot(self, name: str):
         try:
@@ -93,8 +110,14 @@ class SequenceLease:
             pass
         return None  # torn or garbage: ignore this slot
 
+    def _write_pair(self, name: str, value: int) -> None:
+        # the duplicated number lets a reader tell a complete write from a torn one
+        self._storage.write(name, ("%d %d\n" % (value, value)).encode())
+        self.writes += 1
+
     def _load(self):
-        best, best_slot = 0, 1  # so the first write goes to slot 0
+        """The stored bound and its slot; slot -1 when no slot holds a valid bound."""
+        best, best_slot = 0, -1
         for i in range(len(self.SLOTS)):
             value = self._read_slot(self.SLOTS[i])
             if value is not None and value >= best:
@@ -110,9 +133,7 @@ class SequenceLease:
         if self._next >= self.bound:
             new_bound = self._next + self.block
             slot = 1 - self._slot
-            # the duplicated number lets a reader tell a complete write from a torn one
-            self._storage.write(self.SLOTS[slot], ("%d %d\n" % (new_bound, new_bound)).encode())
-            self.writes += 1
+            self._write_pair(self.SLOTS[slot], new_bound)
             self._slot = slot
             self.bound = new_bound
         value = self._next

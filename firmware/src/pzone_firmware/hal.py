@@ -119,10 +119,10 @@ class Hal:
         self.mqtt_factory = mqtt_factory
         self.network = network if network is not None else AlwaysOnline()  # type: Network
         self.battery = battery if battery is not None else Battery()  # type: Battery
-        self.rand = rand if rand is not None else _urandom_float
+        self.rand = rand if rand is not None else urandom_float
 
 
-def _urandom_float() -> float:
+def urandom_float() -> float:
     # os.urandom exists on the ESP8266 (hardware RNG) and in CPython; random.random() is optional on boards.
     import os
 

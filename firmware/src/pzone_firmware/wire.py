@@ -32,8 +32,11 @@ def _dumps(obj) -> str:
         return json.dumps(obj)
 
 
-def build_payload(device_id: str, seq: int, ts, ax: float, ay: float, az: float, battery=None) -> bytes:
-    """The v1 reading; ``ts`` and ``battery`` are left out when unknown (the contract allows that)."""
+def build_payload(
+    device_id: str, seq: int, ts, ax: float, ay: float, az: float, battery=None, epoch: int = 0
+) -> bytes:
+    """The v1 reading; ``ts`` and ``battery`` are left out when unknown, ``epoch`` when 0 (the contract reads an
+    absent one as 0)."""
     payload = {
         "v": PAYLOAD_VERSION,
         "device_id": device_id,
@@ -47,4 +50,6 @@ def build_payload(device_id: str, seq: int, ts, ax: float, ay: float, az: float,
         payload["ts"] = round(ts, 3) if isinstance(ts, float) else ts
     if battery is not None:
         payload["battery"] = battery
+    if epoch:
+        payload["epoch"] = epoch
     return _dumps(payload).encode()

@@ -59,6 +59,11 @@ class Metrics:
         self.dead_letters = Counter(
             "pzone_ingest_dead_letters", "Messages stored as dead letters", registry=r
         )
+        self.seq_jumps = Counter(
+            "pzone_ingest_seq_jumps",
+            "Readings refused for a sequence number far ahead of their device's last one",
+            registry=r,
+        )
         self.statuses = Counter("pzone_ingest_statuses", "Device status messages applied", registry=r)
         self.db_errors = Counter("pzone_ingest_db_errors", "Batches that failed on the database", registry=r)
         self.batch_seconds = Histogram(
@@ -82,6 +87,7 @@ class Metrics:
         self.inserted.inc(result.inserted)
         self.duplicates.inc(result.duplicates)
         self.dead_letters.inc(result.dead_letters)
+        self.seq_jumps.inc(result.seq_jumps)
         self.statuses.inc(result.statuses)
         self.batch_seconds.observe(seconds)
         self.batch_size.observe(result.received)

@@ -1,6 +1,6 @@
 """Bulk writes of readings: COPY into a staging table then one merge on PostgreSQL, batched INSERT elsewhere.
 
-Both return the (device_id, seq) keys that were really inserted, so that replays count as duplicates.
+Both return the (device_id, epoch, seq) keys that were really inserted, so that replays count as duplicates.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pzone.telemetry import Reading
 READING_COLUMNS = (
     "device_id",
     "zone_id",
+    "epoch",
     "seq",
     "device_ts",
     "received_at",
@@ -33,6 +34,7 @@ READING_COLUMNS = (
 _PG_TYPES = (
     "text",
     "text",
+    "int8",
     "int8",
     "timestamptz",
     "timestamptz",
@@ -58,6 +60,7 @@ def _row(reading: Reading) -> tuple[Any, ...]:
     return (
         reading.device_id,
         reading.zone_id,
+        reading.epoch,
         reading.seq,
         reading.device_ts,
         reading.received_at,
@@ -73,7 +76,7 @@ def _row(reading: Reading) -> tuple[Any, ...]:
     )
 
 
-def insert_readings(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int]]:
+def insert_readings(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int, int]]:
     if not readings:
         return set()
     # COPY pays a fixed cost (temp table, copy protocol); a handful of rows, as a Lambda call brings, go faster as INSERT.
@@ -95,7 +98,7 @@ def insert_readings(conn: Connection, readings: Sequence[Reading]) -> set[tuple[
     return _insert_readings_batched(conn, readings)
 
 
-def _insert_readings_copy(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int]]:
+def _insert_readings_copy(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int, int]]:
     raw = conn.connection.driver_connection
     assert raw is not None
     with raw.cursor() as cursor:
@@ -111,18 +114,19 @@ def _insert_readings_copy(conn: Connection, readings: Sequence[Reading]) -> set[
         # Sorted so that concurrent workers take index locks in the same order (no deadlocks).
         cursor.execute(
             f"INSERT INTO sensor_readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGING} "
-            "ORDER BY device_id, seq ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
+            "ORDER BY device_id, epoch, seq ON CONFLICT (device_id, epoch, seq) DO NOTHING "
+            "RETURNING device_id, epoch, seq"
         )
-        inserted = {(device_id, seq) for device_id, seq in cursor.fetchall()}
+        inserted = {(device_id, epoch, seq) for device_id, epoch, seq in cursor.fetchall()}
     return inserted
 
 
-def _insert_readings_batched(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int]]:
+def _insert_readings_batched(conn: Connection, readings: Sequence[Reading]) -> set[tuple[str, int, int]]:
     table = table_of(SensorReading)
     rows = [dict(zip(READING_COLUMNS, _row(reading), strict=True)) for reading in readings]
-    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=["device_id", "seq"])
-    result = conn.execute(stmt.returning(table.c.device_id, table.c.seq), rows)
-    return {(device_id, seq) for device_id, seq in result.all()}
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=["device_id", "epoch", "seq"])
+    result = conn.execute(stmt.returning(table.c.device_id, table.c.epoch, table.c.seq), rows)
+    return {(device_id, epoch, seq) for device_id, epoch, seq in result.all()}
 
 
 def dialect_insert(conn: Connection, table: Any) -> Any:

@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy import Engine, func, select
 
 from pzone.db.models import Alarm, DeadLetter, Device, SensorReading
+from pzone.telemetry import ALARM_FALLEN
 from pzone.tilt import TiltState
 
 STATE_STYLE: dict[str, str] = {
@@ -30,7 +31,7 @@ class StatusBoard:
             readings = conn.execute(select(func.count()).select_from(SensorReading)).scalar_one()
             dead = conn.execute(select(func.count()).select_from(DeadLetter)).scalar_one()
             open_alarms = conn.execute(
-                select(Alarm.device_id, Alarm.opened_at).where(Alarm.closed_at.is_(None))
+                select(Alarm.device_id, Alarm.kind, Alarm.opened_at).where(Alarm.closed_at.is_(None))
             ).all()
             closed = conn.execute(
                 select(func.count()).select_from(Alarm).where(Alarm.closed_at.is_not(None))
@@ -38,7 +39,7 @@ class StatusBoard:
             last_dead = conn.execute(
                 select(DeadLetter.reason).order_by(DeadLetter.id.desc()).limit(1)
             ).scalar()
-        alarm_since = {device_id: opened_at for device_id, opened_at in open_alarms}
+        alarm_since = {d: opened_at for d, kind, opened_at in open_alarms if kind == ALARM_FALLEN}
         table = Table(title="P-ZONE devices", expand=False)
         for column in ("zone", "device", "state", "tilt °", "seq", "battery %", "status", "alarm since"):
             table.add_column(column)

@@ -54,13 +54,15 @@ class Zone(Base):
 
 
 class Device(Base):
-    """A tilt sensor on one monitored object, with its latest known state (the newest sequence number wins)."""
+    """A tilt sensor on one monitored object, with its latest known state: within the sequence counter's current
+    epoch the newest sequence number wins; a reading of another epoch received later starts that epoch."""
 
     __tablename__ = "devices"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_epoch: Mapped[int | None] = mapped_column(BigInteger)
     last_seq: Mapped[int | None] = mapped_column(BigInteger)
     last_measured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -73,11 +75,12 @@ class Device(Base):
 
 
 class SensorReading(Base):
-    """One accelerometer reading; (device_id, seq) is unique so that a replayed message is not a second row."""
+    """One accelerometer reading; (device_id, epoch, seq) is unique so that a replayed message is not a second row,
+    while a reflashed device (a new epoch, counting from 0 again) is."""
 
     __tablename__ = "sensor_readings"
     __table_args__ = (
-        UniqueConstraint("device_id", "seq", name="uq_sensor_readings_device_seq"),
+        UniqueConstraint("device_id", "epoch", "seq", name="uq_sensor_readings_device_epoch_seq"),
         Index("ix_sensor_readings_device_measured", "device_id", "measured_at"),
         # Labels look readings up by server time (device clocks may be skewed); revision 0003.
         Index("ix_sensor_readings_device_received", "device_id", "received_at"),
@@ -86,6 +89,7 @@ class SensorReading(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     seq: Mapped[int] = mapped_column(BigInteger)
     device_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -102,13 +106,16 @@ class SensorReading(Base):
 
 
 class Alarm(Base):
-    """Opened by a reading past the fallen threshold, closed by the next upright one; one open alarm per device."""
+    """One open alarm per device and kind. ``fallen``: opened by a reading past the fallen threshold, closed by the
+    next upright one. ``seq_jump``: opened when a device's readings are refused for a sequence number far ahead of
+    its last one (``opened_seq`` is the refused number), closed by its next accepted reading."""
 
     __tablename__ = "alarms"
     __table_args__ = (
         Index(
-            "uq_alarms_one_open_per_device",
+            "uq_alarms_one_open_per_device_kind",
             "device_id",
+            "kind",
             unique=True,
             postgresql_where=text("closed_at IS NULL"),
             sqlite_where=text("closed_at IS NULL"),

@@ -13,10 +13,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, ScalarSelect, and_, func, select
 
 from pzone.db.models import Alarm, Device, SensorReading, Zone
+from pzone.telemetry import ALARM_FALLEN
 from pzone.tilt import TILT_CLASSES
 from pzone_api.api.deps import DbDep, require_operator
+from pzone_api.api.errors import OPERATOR, refused
+from pzone_api.api.fields import IdInPath
 
-router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/api/dashboard", tags=["dashboard"], dependencies=[Depends(require_operator)], responses=OPERATOR
+)
 
 TILT_MAX_MINUTES = 7 * 24 * 60
 TILT_MAX_POINTS = 5000
@@ -49,14 +54,17 @@ class DashboardDevice(BaseModel):
     last_measured_at: datetime | None
     battery: float | None = Field(description="Percent, from the latest reading that carried it.")
     status: str | None = Field(description="online or offline (MQTT status topic); null when never reported.")
-    open_alarm: OpenAlarmBrief | None
+    open_alarm: OpenAlarmBrief | None = Field(description="The open fallen alarm, if any.")
 
 
 class AlarmOut(BaseModel):
     id: int
     device_id: str
     zone_id: str
-    kind: str
+    kind: str = Field(
+        description="fallen, or seq_jump: readings refused for a sequence number far ahead of the last one "
+        "(opened_seq is the refused number; closed when the device's readings are accepted again)."
+    )
     opened_at: datetime
     opened_seq: int
     opened_tilt_deg: float
@@ -93,10 +101,14 @@ class Summary(BaseModel):
 @router.get("/devices")
 def dashboard_devices(db: DbDep) -> list[DashboardDevice]:
     """Every device with its latest reading, status and open alarm (if any), sorted by zone then id."""
-    # One statement: at most one open alarm per device (partial unique index), so the outer join adds no rows.
+    # One statement: at most one open alarm per device and kind (partial unique index), so the outer join on the
+    # fallen kind adds no rows.
     rows = db.execute(
         select(Device, Alarm.id, Alarm.opened_at, Alarm.opened_tilt_deg)
-        .outerjoin(Alarm, and_(Alarm.device_id == Device.id, Alarm.closed_at.is_(None)))
+        .outerjoin(
+            Alarm,
+            and_(Alarm.device_id == Device.id, Alarm.kind == ALARM_FALLEN, Alarm.closed_at.is_(None)),
+        )
         .order_by(Device.zone_id, Device.id)
     ).all()
     out = []
@@ -150,9 +162,9 @@ def dashboard_alarms(
     ]
 
 
-@router.get("/devices/{device_id}/tilt", responses={404: {"description": "No such device."}})
+@router.get("/devices/{device_id}/tilt", responses=refused(404, "No such device."))
 def dashboard_tilt(
-    device_id: str,
+    device_id: IdInPath,
     db: DbDep,
     minutes: Annotated[int, Query(ge=1, le=TILT_MAX_MINUTES, description="Window back from now.")] = 60,
     limit: Annotated[
