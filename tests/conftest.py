@@ -91,8 +91,8 @@ def moto_server_process() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def s3_server(moto_server_process: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    """The moto S3 server, emptied, with fake AWS credentials in the environment for boto3."""
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake AWS credentials in the environment for boto3, and nothing that could reach a real account."""
     for name in AWS_ENV_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
     for name, value in FAKE_AWS_ENV.items():
@@ -100,6 +100,11 @@ def s3_server(moto_server_process: MotoServer, monkeypatch: pytest.MonkeyPatch) 
     # No shared config or credentials file may supply a profile, a region or real keys.
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/pzone-test-aws-config")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pzone-test-aws-credentials")
+
+
+@pytest.fixture
+def s3_server(moto_server_process: MotoServer, fake_aws_env: None) -> MotoServer:
+    """The moto S3 server, emptied, with fake AWS credentials in the environment for boto3."""
     moto_server_process.reset()
     return moto_server_process
 

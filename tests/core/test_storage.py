@@ -26,6 +26,7 @@ from pzone.storage import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    ObjectStoreUnavailable,
     ObjectTooLarge,
     S3ObjectStore,
     check_uploaded_object,
@@ -823,3 +824,37 @@ def test_copy_inside_the_store(store: ObjectStore) -> None:
     with pytest.raises(ObjectNotFound):
         store.copy("uploads/missing", "originals/x", "image/jpeg")
     assert not store.exists("originals/x")
+
+
+@pytest.mark.integration
+def test_an_unreachable_s3_is_one_error_on_every_call_and_a_reachable_one_answers_again(
+    fake_aws_env: None,
+) -> None:
+    server = MotoServer()
+    store = S3ObjectStore(BUCKET, endpoint_url=server.endpoint_url, region="us-east-1", max_attempts=1)
+    calls: dict[str, Any] = {
+        "ensure_bucket": store.ensure_bucket,
+        "put_bytes": lambda: store.put_bytes("a/b", b"x"),
+        "put_stream": lambda: store.put_stream("a/b", io.BytesIO(b"x" * 1000)),
+        "get_bytes": lambda: store.get_bytes("a/b"),
+        "head": lambda: store.head("a/b"),
+        "exists": lambda: store.exists("a/b"),
+        "delete": lambda: store.delete("a/b"),
+        "copy": lambda: store.copy("a/b", "a/c", "image/jpeg"),
+        "list_objects": lambda: list(store.list_objects("a/")),
+    }
+    assert set(calls) | {"open", "presign_put", "presign_get"} >= {
+        name for name in dir(ObjectStore) if not name.startswith("_")
+    }
+    for name, call in calls.items():  # nothing listens yet
+        with pytest.raises(ObjectStoreUnavailable, match="unreachable"):
+            call()
+    server.start()
+    try:
+        store.ensure_bucket()
+        store.put_bytes("a/b", b"x")
+        assert store.get_bytes("a/b") == b"x"
+        with pytest.raises(ObjectNotFound):  # an answer, not an outage
+            store.get_bytes("a/missing")
+    finally:
+        server.stop()

@@ -40,6 +40,13 @@ class CoreSettings(BaseSettings):
     s3_region: str | None = Field(
         None, description="S3 region; default: boto3's (AWS_REGION, ~/.aws/config)."
     )
+    s3_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Tries per S3 call (botocore's standard retries, with backoff) before the store counts as "
+        "unavailable and a request gets a 503.",
+    )
     secret_key: SecretStr | None = Field(
         None,
         description="Signing key for the local object store's URLs (16+ characters); "

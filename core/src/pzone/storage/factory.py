@@ -57,5 +57,6 @@ def object_store_from_settings(settings: CoreSettings) -> ObjectStore:
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             public_endpoint_url=settings.s3_public_endpoint_url,
+            max_attempts=settings.s3_max_attempts,
         )
     return LocalObjectStore(settings.data_dir / "objects", local_signing_key(settings))

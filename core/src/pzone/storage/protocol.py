@@ -51,6 +51,12 @@ class ObjectTooLarge(ValueError):
         self.size = size
 
 
+class ObjectStoreUnavailable(ConnectionError):
+    """The store could not be reached, or answered with its own server error, after the backend's retries. The
+    call's effect is unknown to the caller only in that a lost answer may hide a completed write; a caller that
+    records nothing before the store answered has half-written nothing, and may try again later."""
+
+
 class InvalidSignature(PermissionError):
     """A local presigned URL was refused: tampered with, expired, or used with another method or content type."""
 

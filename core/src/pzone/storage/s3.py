@@ -23,6 +23,7 @@ from pzone.storage.protocol import (
     ListedObject,
     ObjectInfo,
     ObjectNotFound,
+    ObjectStoreUnavailable,
     ObjectStream,
     Readable,
 )
@@ -31,6 +32,36 @@ from pzone.storage.protocol import (
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A network failure or the service's own 5xx, anywhere in the chain (s3transfer wraps what it met)."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BotoConnectionError | HTTPClientError):
+            return True
+        status = (getattr(seen, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and status >= 500:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _outage_as_unavailable(bucket: str) -> Iterator[None]:
+    try:
+        yield
+    except ObjectStoreUnavailable:
+        raise
+    except Exception as exc:
+        if _is_outage(exc):
+            raise ObjectStoreUnavailable(
+                f"the object store (bucket {bucket!r}) is unreachable: {type(exc).__name__}"
+            ) from exc
+        raise
 
 
 class S3ObjectStore:
@@ -51,6 +82,7 @@ class S3ObjectStore:
         client: Any = None,
         multipart_threshold: int = 8 * 1024 * 1024,
         public_endpoint_url: str | None = None,
+        max_attempts: int = 5,
     ) -> None:
         import boto3  # imported here: the local backend and the settings must not need it to import
         from boto3.s3.transfer import TransferConfig
@@ -65,7 +97,9 @@ class S3ObjectStore:
                 signature_version="s3v4",
                 # Custom endpoints (MinIO, moto, Ceph…) rarely have per-bucket DNS names.
                 s3={"addressing_style": "path" if endpoint_url else "auto"},
-                retries={"mode": "standard", "max_attempts": 5},
+                retries={"mode": "standard", "max_attempts": max_attempts},
+                # botocore's default waits 60 s for a connection; an unreachable store should answer sooner.
+                connect_timeout=5,
             )
             session = boto3.session.Session()
             client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
@@ -95,26 +129,28 @@ class S3ObjectStore:
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists (only ever called explicitly, never on construction)."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-            return
-        except Exception as exc:
-            if _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
-                raise
-        params: dict[str, Any] = {"Bucket": self.bucket}
-        region = self.region or self.client.meta.region_name
-        if region and region != "us-east-1":
-            params["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        try:
-            self.client.create_bucket(**params)
-        except Exception as exc:
-            if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+        with _outage_as_unavailable(self.bucket):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return
+            except Exception as exc:
+                if _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+            params: dict[str, Any] = {"Bucket": self.bucket}
+            region = self.region or self.client.meta.region_name
+            if region and region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            try:
+                self.client.create_bucket(**params)
+            except Exception as exc:
+                if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
 
     def put_bytes(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
         validate_key(key)
         validate_content_type(content_type)
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), ContentType=content_type)
+        with _outage_as_unavailable(self.bucket):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), ContentType=content_type)
 
     def put_stream(
         self,
@@ -127,13 +163,14 @@ class S3ObjectStore:
         validate_content_type(content_type)
         _check_max_bytes(max_bytes)
         reader = _LimitedReader(key, fileobj, max_bytes)
-        self.client.upload_fileobj(
-            reader,
-            self.bucket,
-            key,
-            ExtraArgs={"ContentType": content_type},
-            Config=self._transfer_config,
-        )
+        with _outage_as_unavailable(self.bucket):
+            self.client.upload_fileobj(
+                reader,
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
+                Config=self._transfer_config,
+            )
         return reader.count
 
     def get_bytes(self, key: str) -> bytes:
@@ -143,22 +180,26 @@ class S3ObjectStore:
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[ObjectStream]:
         validate_key(key)
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                raise ObjectNotFound(key) from None
-            raise
-        body = response["Body"]
-        try:
-            yield body
-        finally:
-            body.close()
+        with _outage_as_unavailable(self.bucket):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except Exception as exc:
+                if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                    raise ObjectNotFound(key) from None
+                raise
+            body = response["Body"]
+            try:
+                yield body  # a read that fails mid-stream is an outage too
+            finally:
+                body.close()
 
     def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=key)
+            with _outage_as_unavailable(self.bucket):
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ObjectStoreUnavailable:
+            raise
         except Exception as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -173,26 +214,29 @@ class S3ObjectStore:
 
     def delete(self, key: str) -> None:
         validate_key(key)
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        with _outage_as_unavailable(self.bucket):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def list_objects(self, prefix: str) -> Iterator[ListedObject]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        for page in pages:
-            for item in page.get("Contents", []):
-                yield ListedObject(str(item["Key"]), int(item["Size"]), item["LastModified"])
+        with _outage_as_unavailable(self.bucket):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ListedObject(str(item["Key"]), int(item["Size"]), item["LastModified"])
 
     def copy(self, source_key: str, target_key: str, content_type: str) -> None:
         validate_key(source_key)
         validate_key(target_key)
         validate_content_type(content_type)
         try:
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=target_key,
-                CopySource={"Bucket": self.bucket, "Key": source_key},
-                ContentType=content_type,
-                MetadataDirective="REPLACE",
-            )
+            with _outage_as_unavailable(self.bucket):
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=target_key,
+                    CopySource={"Bucket": self.bucket, "Key": source_key},
+                    ContentType=content_type,
+                    MetadataDirective="REPLACE",
+                )
         except Exception as exc:  # botocore ClientError; botocore is imported lazily
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectNotFound(source_key) from None
