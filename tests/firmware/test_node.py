@@ -37,22 +37,10 @@ from pzone_firmware.hal_cpython import (
 )
 from pzone_firmware.mpu6050 import MPU6050, AveragingSensor, parse_orientation
 from pzone_firmware.wire import STATUS_OFFLINE, STATUS_ONLINE
+from tests.support.micropython import BOARD_MODULES, FIRMWARE_SRC
 from tests.support.mqtt import Subscriber, to_event
 from tests.support.paths import REPO
 from tests.support.services import MosquittoBroker
-
-FIRMWARE_SRC = REPO / "firmware" / "src" / "pzone_firmware"
-BOARD_MODULES = (
-    "__init__.py",
-    "app.py",
-    "wire.py",
-    "config.py",
-    "delivery.py",
-    "hal.py",
-    "mpu6050.py",
-    "hal_micropython.py",
-)
-
 
 # --- helpers ------------------------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 MicroPython rules, kept in every module copied to the board (this one, :mod:`~pzone_firmware.wire`,
 :mod:`~pzone_firmware.config`, :mod:`~pzone_firmware.delivery`, :mod:`~pzone_firmware.hal`,
 :mod:`~pzone_firmware.mpu6050`, :mod:`~pzone_firmware.hal_micropython`): no f-strings, no dataclasses, no typing at
-runtime, no collections.deque; type information for mypy lives in comments and plain builtin annotations only.
+runtime, no collections.deque, no starred items in a display (``[*a, b]``) or dict unpacking (``{**a}``); type
+information for mypy lives in comments and plain builtin annotations only. tests/firmware/test_micropython.py runs
+these modules on a real MicroPython.
 """
 
 from pzone_firmware.delivery import Backoff, OfflineBuffer, SequenceLease
