@@ -9,26 +9,36 @@ that return a list of violations, so the negative tests can feed them bad object
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import re
-import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.k8s import (
+    K8S,
+    NAME_LABEL,
+    Doc,
+    build,
+    containers,
+    env_of,
+    find,
+    get,
+    of_kind,
+    peer_token,
+    pod_labels,
+    pod_spec,
+    rendered,
+    selects,
+)
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 
-Doc = dict[str, Any]
-
-K8S = REPO / "k8s"
 OVERLAYS = ("local", "aws")
 # The oldest Kubernetes the manifests target (the preStop `sleep` action is on by default from 1.30).
 K8S_VERSION = "1.30"
@@ -38,7 +48,6 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet")
 SERVING_TIERS = ("pzone-front", "pzone-api", "pzone-model")
 PHASES = {"setup", "data", "migrate", "app"}
-NAME_LABEL = "app.kubernetes.io/name"
 
 # Containers allowed a writable root filesystem, each with the reason (also written next to it in the manifest), for
 # a third-party image that cannot run read-only. None at present: every container runs with a read-only root and
@@ -107,89 +116,6 @@ EXPECTED_EDGES: dict[str, dict[str, set[str]]] = {
 ECR_IMAGE = re.compile(
     r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/pzone-[a-z]+:[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 )
-
-
-# --- rendering ---------------------------------------------------------------------------------------------------
-
-
-def kubectl() -> str | None:
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    return "/usr/bin/kubectl" if Path("/usr/bin/kubectl").exists() else None
-
-
-@functools.cache
-def build(overlay: str) -> tuple[Doc, ...]:
-    exe = kubectl()
-    if exe is None:
-        raise FileNotFoundError("kubectl is not installed")
-    proc = subprocess.run(
-        [exe, "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"kubectl kustomize k8s/overlays/{overlay} failed:\n{proc.stderr}")
-    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
-
-
-def rendered(overlay: str) -> tuple[Doc, ...]:
-    if kubectl() is None:
-        pytest.skip("kubectl is not installed")
-    return build(overlay)
-
-
-def find(docs: Iterable[Doc], kind: str, name: str) -> Doc | None:
-    """The object of that kind and name; generated ConfigMaps/Secrets match on their name before the hash."""
-    for doc in docs:
-        if doc.get("kind") != kind:
-            continue
-        actual = doc.get("metadata", {}).get("name", "")
-        if actual == name or (
-            kind in ("ConfigMap", "Secret") and re.fullmatch(rf"{name}-[a-z0-9]{{10}}", actual)
-        ):
-            return doc
-    return None
-
-
-def get(docs: Iterable[Doc], kind: str, name: str) -> Doc:
-    doc = find(docs, kind, name)
-    assert doc is not None, f"no {kind} {name}"
-    return doc
-
-
-def of_kind(docs: Iterable[Doc], kind: str) -> list[Doc]:
-    return [doc for doc in docs if doc.get("kind") == kind]
-
-
-def pod_spec(doc: Doc) -> Doc:
-    spec = doc.get("spec", {})
-    if doc.get("kind") == "CronJob":
-        spec = spec.get("jobTemplate", {}).get("spec", {})
-    return dict(spec.get("template", {}).get("spec", {}))
-
-
-def pod_labels(doc: Doc) -> dict[str, str]:
-    spec = doc.get("spec", {})
-    if doc.get("kind") == "CronJob":
-        spec = spec.get("jobTemplate", {}).get("spec", {})
-    return dict(spec.get("template", {}).get("metadata", {}).get("labels", {}))
-
-
-def containers(doc: Doc, *, init: bool = True) -> Iterator[tuple[Doc, bool]]:
-    spec = pod_spec(doc)
-    for container in spec.get("containers", []):
-        yield container, False
-    if init:
-        for container in spec.get("initContainers", []):
-            yield container, True
-
-
-def env_of(container: Doc) -> dict[str, Doc]:
-    return {item["name"]: item for item in container.get("env", [])}
 
 
 def workload_ids() -> list[Any]:
@@ -281,11 +207,6 @@ def workload_violations(doc: Doc, exceptions: dict[tuple[str, str, str], str] | 
     return problems
 
 
-def selects(selector: Doc, labels: dict[str, str]) -> bool:
-    match = selector.get("matchLabels", {})
-    return bool(match) and all(labels.get(k) == v for k, v in match.items())
-
-
 def serving_violations(docs: Iterable[Doc], overlay: str) -> list[str]:
     """Front, API and model tier: HPA, PDB, zone spread (enforced on AWS), rolling updates that never go below."""
     docs = list(docs)
@@ -327,15 +248,6 @@ def serving_violations(docs: Iterable[Doc], overlay: str) -> list[str]:
         if rolling.get("maxUnavailable") != 0:
             problems.append(f"{tier}: rolling update may take pods away before new ones are ready")
     return problems
-
-
-def peer_token(peer: Doc) -> str:
-    if "ipBlock" in peer:
-        return "ipBlock"
-    if "namespaceSelector" in peer:
-        names = peer["namespaceSelector"].get("matchLabels", {}).get("kubernetes.io/metadata.name")
-        return f"ns:{names}" if names else "ns:*"
-    return str(peer.get("podSelector", {}).get("matchLabels", {}).get(NAME_LABEL, "*"))
 
 
 def network_violations(docs: Iterable[Doc], expected: dict[str, set[str]]) -> list[str]:
