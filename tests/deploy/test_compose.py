@@ -151,7 +151,13 @@ def test_compose_gives_each_service_only_its_secrets(compose: dict[str, Any]) ->
 
     assert secrets("pzone-front") == set()
     assert secrets("pzone-model") == set()
-    assert secrets("pzone-ingest") == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    assert secrets("pzone-ingest") == {
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+        "MQTT_INGEST_PASSWORD",
+    }
+    assert secrets("mosquitto") == {"MQTT_INGEST_PASSWORD", "MQTT_DEVICE_PASSWORD"}
     assert secrets("migrations") == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     assert "REDIS_PASSWORD" in secrets("pzone-api") and "MINIO_ROOT_PASSWORD" in secrets("pzone-api")
 

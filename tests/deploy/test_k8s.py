@@ -73,6 +73,9 @@ LOCAL_SECRET_KEYS = SECRET_KEYS | {
     "redis-password",
     "s3-access-key-id",
     "s3-secret-access-key",
+    "mqtt-url",
+    "mqtt-ingest-password",
+    "mqtt-device-password",
 }
 S3_SERVICE_ACCOUNTS = ("pzone-api", "pzone-trainer", "pzone-mlflow", "pzone-log-backup")
 
