@@ -258,6 +258,39 @@ def test_exif_taken_at_without_offset_is_read_as_utc() -> None:
     assert inspect(camera_jpeg(48, 32)).exif_taken_at is None
 
 
+@pytest.mark.parametrize(
+    ("written", "offset", "expected"),
+    [
+        (
+            "2026:11:20 10:00:00",
+            "+14:00",
+            datetime(2026, 11, 19, 20, 0, tzinfo=UTC),
+        ),  # the far offsets are real
+        ("2026:11:20 10:00:00", "-12:00", datetime(2026, 11, 20, 22, 0, tzinfo=UTC)),
+        ("2026:11:20 10:00:00", "+05:45", datetime(2026, 11, 20, 4, 15, tzinfo=UTC)),  # Nepal
+        ("2026:11:20 10:00:00", "+99:99", datetime(2026, 11, 20, 10, 0, tzinfo=UTC)),  # a bad offset: as UTC
+        ("0001:01:01 00:00:00", "+14:00", None),  # no UTC datetime at all: it used to fail the whole upload
+        ("9999:12:31 23:00:00", "-12:00", None),
+        ("1980:01:01 00:00:00", None, None),  # a camera clock never set
+        ("1999:12:31 23:59:59", None, None),
+        ("2000:01:01 00:00:00", None, datetime(2000, 1, 1, tzinfo=UTC)),
+        ("2100:01:01 00:00:00", None, None),
+    ],
+)
+def test_exif_dates_outside_the_plausible_years_or_utc_are_ignored(
+    written: str, offset: str | None, expected: datetime | None
+) -> None:
+    exif = Image.Exif()
+    exif_ifd = exif.get_ifd(0x8769)
+    exif_ifd[0x9003] = written
+    if offset is not None:
+        exif_ifd[0x9011] = offset
+    taken = inspect(encode(photo(64, 48), "JPEG", quality=85, exif=exif)).exif_taken_at
+    assert taken == expected
+    if taken is not None:
+        taken.astimezone(UTC)  # always a representable UTC moment
+
+
 def test_derivatives_are_upright_and_carry_no_metadata() -> None:
     source = exif_photo_jpeg(width=600, height=800)
     stored = Image.open(io.BytesIO(source))

@@ -106,7 +106,21 @@ def orientation_of(im: Image.Image, exif: Image.Exif | None = None) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+# A camera's date outside these years is a clock that was never set (cameras reset to 1970, 1980 or 2000) or junk:
+# ignored, as the device clocks of telemetry are (pzone.telemetry). The bounds also keep every date a UTC datetime.
+EXIF_YEARS = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
 def taken_at_of(exif: Image.Exif | None) -> tuple[datetime | None, bool]:
+    """``DateTimeOriginal`` (with its sub-seconds and offset) and whether it had an offset; ``None`` when absent,
+    unreadable, or outside :data:`EXIF_YEARS`."""
+    taken, has_offset = _exif_datetime(exif)
+    if taken is None or not EXIF_YEARS[0] <= taken < EXIF_YEARS[1]:
+        return None, False
+    return taken, has_offset
+
+
+def _exif_datetime(exif: Image.Exif | None) -> tuple[datetime | None, bool]:
     if exif is None:
         return None, False
     try:
