@@ -513,8 +513,25 @@ def test_presigned_urls_are_botocores_byte_for_byte(
                     ExpiresIn=expires_s,
                     HttpMethod="PUT",
                 )
+                exact = store.presign_put(key, content_type, max_bytes=12345, expires_s=expires_s, exact=True)
+                assert exact == signer.generate_presigned_url(
+                    "put_object",
+                    Params={
+                        "Bucket": "pzone-photos",
+                        "Key": key,
+                        "ContentType": content_type,
+                        "ContentLength": 12345,
+                    },
+                    ExpiresIn=expires_s,
+                    HttpMethod="PUT",
+                )
     if session_token:
         assert "X-Amz-Security-Token=" in store.presign_get("uploads/0f1e")
+    # S3 checks every signed header: a PUT of another length than the one signed is refused before it stores.
+    signed = parse_qs(urlsplit(store.presign_put("uploads/x", "image/jpeg", max_bytes=9, exact=True)).query)
+    assert signed["X-Amz-SignedHeaders"] == ["content-length;content-type;host"]
+    loose = parse_qs(urlsplit(store.presign_put("uploads/x", "image/jpeg", max_bytes=9)).query)
+    assert loose["X-Amz-SignedHeaders"] == ["content-type;host"]
 
 
 @pytest.mark.integration
@@ -846,7 +863,7 @@ def test_an_unreachable_s3_is_one_error_on_every_call_and_a_reachable_one_answer
     assert set(calls) | {"open", "presign_put", "presign_get"} >= {
         name for name in dir(ObjectStore) if not name.startswith("_")
     }
-    for name, call in calls.items():  # nothing listens yet
+    for call in calls.values():  # nothing listens yet
         with pytest.raises(ObjectStoreUnavailable, match="unreachable"):
             call()
     server.start()

@@ -94,6 +94,13 @@ def test_integral_float_seq_is_accepted() -> None:
     assert parse_reading(event(seq=12.0), LIMITS).seq == 12
 
 
+def test_the_epoch_is_0_when_absent_and_ids_differing_in_case_are_two_devices() -> None:
+    assert parse_reading(event(), LIMITS).epoch == 0
+    assert parse_reading(event(epoch=2**31 - 1), LIMITS).epoch == 2**31 - 1
+    # Case is kept, as the topic and the IoT thing name keep it: "Dev-1" is not "dev-1".
+    assert parse_reading(event(device_id="Dev-1"), LIMITS).device_id == "Dev-1"
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
@@ -121,6 +128,17 @@ def test_integral_float_seq_is_accepted() -> None:
         ({"device_id": "bad id!"}, "device_id must be"),
         ({"zone_id": ""}, "zone_id must be"),
         ({"zone_id": ...}, "zone_id must be"),
+        ({"epoch": -1}, "out of range"),
+        ({"epoch": 2**31}, "out of range"),
+        ({"epoch": "7"}, "must be an integer"),
+        ({"epoch": True}, "must be an integer"),
+        # Lookalikes of "dev-1" in other scripts and forms never name a device (ids are ASCII only), so one device
+        # cannot be spoken for under a name that prints the same.
+        ({"device_id": "d\u0435v-1"}, "device_id must be"),  # Cyrillic e
+        ({"device_id": "\uff44ev-1"}, "device_id must be"),  # fullwidth d
+        ({"device_id": "dev\u20111"}, "device_id must be"),  # non-breaking hyphen
+        ({"device_id": "de\u0301v-1"}, "device_id must be"),  # a combining accent
+        ({"device_id": "dev-1\n"}, "device_id must be"),
     ],
 )
 def test_bad_readings_are_rejected_with_a_reason(fields: dict[str, object], reason: str) -> None:

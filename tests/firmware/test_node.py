@@ -535,6 +535,7 @@ def test_id_rule_matches_the_contract() -> None:
         "ü",
         "a+b",
         "9",
+        "dev-1\n",
     ]
     for value in samples:
         try:
@@ -542,7 +543,7 @@ def test_id_rule_matches_the_contract() -> None:
             ours = True
         except ConfigError:
             ours = False
-        assert ours == bool(telemetry.ID_PATTERN.match(value)), value
+        assert ours == bool(telemetry.ID_PATTERN.fullmatch(value)), value
 
 
 @pytest.mark.unit

@@ -100,7 +100,7 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
 @functools.lru_cache(maxsize=65536)
 def _valid_id(value: str) -> bool:
     # Every message names the same few thousand ids: cache the regex verdict.
-    return ID_PATTERN.match(value) is not None
+    return ID_PATTERN.fullmatch(value) is not None  # match() would let "$" pass a trailing newline
 
 
 def check_id(name: str, value: Any) -> str:

@@ -317,7 +317,8 @@ def _apply_device_state(
         )
     if new_alarms:
         conn.execute(alarms.insert(), new_alarms)
-    if device_rows and conn.dialect.name == "postgresql":  # one statement for all devices, rows locked in order
+    # PostgreSQL: one statement for all devices, their rows already locked in order.
+    if device_rows and conn.dialect.name == "postgresql":
         conn.execute(
             _PG_UPDATE_DEVICES,
             {column: [row[key] for row in device_rows] for column, key in _PG_DEVICE_COLUMNS.items()},

@@ -71,7 +71,7 @@ def model_ref(default_name: str, model: str | None, version: str | None, run: st
             raise PullInputError(f"name one model, not several: {NAME_THE_MODEL}")
         return ModelRef(run, run_id=run.strip())
     if version is not None:
-        if not VERSION.match(version):
+        if not VERSION.fullmatch(version):
             raise PullInputError(f"--version takes a version number, not {version!r}")
         name = default_name if model is None else model.strip()
         if "@" in name or "/" in name:
