@@ -249,8 +249,12 @@ class LocalObjectStore:
     def _url(self, key: str, params: dict[str, str]) -> str:
         return f"{self.url_prefix}/{quote(key, safe='/')}?{urlencode(params)}"
 
-    def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:
-        """``/api/objects/<key>?method=PUT&expires=…&ct=…&max=…&sig=…``; the route enforces ``max`` while reading."""
+    def presign_put(
+        self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900, exact: bool = False
+    ) -> str:
+        """``/api/objects/<key>?method=PUT&expires=…&ct=…&max=…&sig=…``; the route enforces ``max`` while reading
+        (``exact`` changes nothing here: a shorter body is refused by the completion's checks, not by the URL)."""
+        del exact
         validate_key(key)
         validate_content_type(content_type)
         _check_max_bytes(max_bytes)

@@ -43,7 +43,14 @@ class _Presigner:
                 self._resolved = (base, scope[2], scope[3])
             return self._resolved
 
-    def sign(self, method: str, key: str, expires_s: int, content_type: str | None = None) -> str:
+    def sign(
+        self,
+        method: str,
+        key: str,
+        expires_s: int,
+        content_type: str | None = None,
+        content_length: int | None = None,
+    ) -> str:
         from botocore.auth import S3SigV4QueryAuth
         from botocore.awsrequest import AWSRequest
 
@@ -54,6 +61,8 @@ class _Presigner:
 
             raise NoCredentialsError()
         headers = {"Content-Type": content_type} if content_type is not None else {}
+        if content_length is not None:  # signed: S3 refuses a body of another length
+            headers["Content-Length"] = str(content_length)
         request = AWSRequest(method=method, url=base + quote(key, safe="/~"), headers=headers)
         S3SigV4QueryAuth(credentials.get_frozen_credentials(), service, region, expires=expires_s).add_auth(
             request

@@ -12,10 +12,12 @@ Both backends (:mod:`pzone.storage.local`, :mod:`pzone.storage.s3`) keep these s
 * A write replaces the whole object or nothing: readers never see a half-written object.
 
 Upload size limits and presigned PUTs: the local URL carries its ``max`` and the serving route enforces it while
-streaming. An S3 presigned PUT URL cannot carry a maximum size (S3 only enforces an exact ``Content-Length``, and only
-``POST`` policies have ``content-length-range``); we keep the PUT URL, which a browser can use with a plain
-``fetch(url, {method: "PUT", body: file, headers: {"Content-Type": type}})``, and the size is re-checked when the
-client reports the upload complete: call :func:`check_uploaded_object`, which deletes an object that is too large.
+streaming. An S3 presigned PUT URL cannot carry a maximum (only ``POST`` policies have ``content-length-range``), but
+it can sign an exact ``Content-Length``: with ``exact=True`` S3 refuses a PUT of any other length than
+``max_bytes``, before it stores a byte. A browser's plain ``fetch(url, {method: "PUT", body: file, headers:
+{"Content-Type": type}})`` sends the file's length itself, so the client declares its size first. Either way the size
+is re-checked when the client reports the upload complete: call :func:`check_uploaded_object`, which deletes an
+object that is too large.
 """
 
 from __future__ import annotations
@@ -145,8 +147,12 @@ class ObjectStore(Protocol):
         """Every object whose key starts with ``prefix``, in no promised order (read page by page on S3)."""
         ...
 
-    def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:
-        """A URL to PUT the object with header ``Content-Type: content_type`` until ``expires_s`` from now."""
+    def presign_put(
+        self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900, exact: bool = False
+    ) -> str:
+        """A URL to PUT the object with header ``Content-Type: content_type`` until ``expires_s`` from now: at most
+        ``max_bytes`` (local), or, with ``exact``, exactly ``max_bytes`` (S3 signs the length; the local route
+        refuses more)."""
         ...
 
     def presign_get(self, key: str, expires_s: int = 900) -> str:

@@ -242,24 +242,27 @@ class S3ObjectStore:
                 raise ObjectNotFound(source_key) from None
             raise
 
-    def presign_put(self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900) -> str:
+    def presign_put(
+        self, key: str, content_type: str, *, max_bytes: int, expires_s: int = 900, exact: bool = False
+    ) -> str:
         """An S3 SigV4 presigned PUT URL; ``Content-Type`` is a signed header, so the client must send exactly it.
 
-        ``max_bytes`` cannot be put into a presigned PUT: re-check the size on completion with
-        :func:`check_uploaded_object`.
+        ``exact``: ``Content-Length: max_bytes`` is signed too, so S3 refuses a PUT of any other length. Without it
+        nothing caps the PUT: re-check the size on completion with :func:`check_uploaded_object`.
         """
         validate_key(key)
         validate_content_type(content_type)
         _check_max_bytes(max_bytes)
         _check_expires(expires_s)
+        length = max_bytes if exact else None
         if self._presigner is not None:
-            return self._presigner.sign("PUT", key, expires_s, content_type)
+            return self._presigner.sign("PUT", key, expires_s, content_type, length)
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        if length is not None:
+            params["ContentLength"] = length
         return str(
             self.presign_client.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-                ExpiresIn=expires_s,
-                HttpMethod="PUT",
+                "put_object", Params=params, ExpiresIn=expires_s, HttpMethod="PUT"
             )
         )
 
