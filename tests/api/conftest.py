@@ -1,5 +1,5 @@
 """Fixtures of the API's photo tests: an API on either object store, and the settings of one whose photos go
-through a worker process on the shared Redis."""
+through a worker process on the shared Redis; and, for the OpenAPI conformance test, one signed-in API over HTTP."""
 
 from __future__ import annotations
 
@@ -10,17 +10,23 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from pzone.migrations import upgrade
 from pzone.storage import S3ObjectStore
 from tests.support.api import (
     TEST_REDIS_URL,
+    SignedInApi,
+    create_user_in_db,
     delete_queue_keys,
     delete_redis_keys,
+    http_login,
     make_app,
     random_queue_name,
     random_redis_prefix,
+    serve_in_thread,
 )
-from tests.support.photos import PHOTO_BUCKET, add_device
+from tests.support.photos import PHOTO_BUCKET, add_device, photo_bytes
 from tests.support.s3 import MotoServer
+from tests.support.services import PrivateRedis, create_database, drop_database
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -69,3 +75,70 @@ def queued(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         delete_queue_keys(TEST_REDIS_URL, queue_name)
         delete_redis_keys(TEST_REDIS_URL, prefix)
+
+
+@pytest.fixture(scope="module")
+def signed_in_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedInApi]:
+    """One API for a whole module, on a fresh PostgreSQL (sessions in SQL, photos processed in the API), served over
+    HTTP with an operator signed in (every route lets an operator in) and one stored photo of the operator's.
+
+    The login and sign-up limits are out of reach: a run that sends many logins would otherwise be answered 429
+    from then on, and could not sign the second user in again (test_auth covers the limits).
+    """
+    name, url = create_database()
+    try:
+        upgrade(url)
+        add_device(url)
+        password = "correct horse battery"
+        create_user_in_db(url, "operator@example.com", password, role="operator")
+        create_user_in_db(url, "client@example.com", password)
+        app = make_app(
+            url,
+            tmp_path_factory.mktemp("signed-in-api") / "data",
+            login_max_attempts=1_000_000,
+            login_max_per_email=1_000_000,
+            login_max_per_address=1_000_000,
+            signup_max_per_address=1_000_000,
+        )
+        with serve_in_thread(app) as base_url:
+            operator = http_login(base_url, "operator@example.com", password)
+            stored = operator.post(
+                f"{base_url}/api/photos/upload",
+                files={"file": ("photo.jpg", photo_bytes(), "image/jpeg")},
+                data={"device_id": "dev-1"},
+                timeout=30,
+            )
+            assert stored.status_code == 201, stored.text
+            yield SignedInApi(
+                base_url=base_url,
+                operator=operator,
+                client_email="client@example.com",
+                password=password,
+                photo_id=stored.json()["id"],
+                thumb_url=stored.json()["thumb_url"],
+            )
+            operator.close()
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def own_s3(fake_aws_env: None) -> Iterator[MotoServer]:
+    """A moto S3 server of this test's own, which it may stop and start again (on the same port)."""
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, which it may kill and start again (on the same port)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -45,6 +45,7 @@ from tests.support.api import (
     random_redis_prefix,
     signup,
 )
+from tests.support.photos import add_device
 
 pytestmark = pytest.mark.integration
 
@@ -435,46 +436,66 @@ def test_signing_out_everywhere_and_changing_the_password_end_the_other_sessions
 # failed-login limits
 
 
-def test_failed_logins_are_limited_per_email_and_per_address(
+def test_failed_logins_are_limited_per_pair_email_and_address(
     pg_url: str, backend: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     window = 60
-    app = build_app(pg_url, tmp_path, backend, redis_prefix, login_max_attempts=3, login_window_s=window)
+    app = build_app(
+        pg_url,
+        tmp_path,
+        backend,
+        redis_prefix,
+        login_max_attempts=3,
+        login_max_per_email=5,
+        login_max_per_address=6,
+        login_window_s=window,
+    )
 
     clients: dict[str, TestClient] = {}
 
     def attempt(ip: str, email: str, password: str) -> httpx.Response:
-        # Clients without a lifespan of their own: the app's engine and backends stay those of the outer client.
+        # One browser per address, keeping its cookies. Clients without a lifespan of their own: the app's engine
+        # and backends stay those of the outer client.
         from_ip = clients.setdefault(ip, TestClient(app, client=(ip, 40000)))
         return from_ip.post("/api/auth/login", json={"email": email, "password": password})
 
-    with TestClient(app) as client:
-        signup(client, "ana@example.com", PASSWORD)
-        signup(client, "bob@example.com", PASSWORD)
+    def assert_limited(response: httpx.Response) -> None:
+        assert response.status_code == 429, response.text
+        assert 1 <= int(response.headers["Retry-After"]) <= window
+        assert "Too many failed logins" in response.json()["detail"]
 
-        # per e-mail: three failures from one address lock the account for every address
+    with TestClient(app) as client:
+        for name in ("ana", "bob", "carl"):
+            signup(client, f"{name}@example.com", PASSWORD)
+
+        # One account from one address: three failures lock that pair, even for the right password; the owner
+        # elsewhere is not locked out by someone guessing here.
         for _ in range(3):
             assert attempt("10.0.0.1", "Ana@example.com", "wrong password").status_code == 401
-        for ip in ("10.0.0.1", "10.0.0.2"):
-            locked = attempt(ip, "ana@example.com", PASSWORD)  # even with the right password
-            assert locked.status_code == 429, locked.text
-            assert 1 <= int(locked.headers["Retry-After"]) <= window
-            assert "Too many failed logins" in locked.json()["detail"]
-        assert attempt("10.0.0.2", "bob@example.com", PASSWORD).status_code == 200  # others are not locked
+        assert_limited(attempt("10.0.0.1", "ana@example.com", PASSWORD))
+        assert attempt("10.0.0.2", "ana@example.com", PASSWORD).status_code == 200
 
-        # per client address: failures on different (unknown) addresses add up
-        for n in range(3):
-            assert attempt("10.0.0.3", f"nobody{n}@example.com", "wrong password").status_code == 401
-        blocked = attempt("10.0.0.3", "bob@example.com", PASSWORD)
-        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+        # One account from everywhere: guessing spread over addresses stops at five, for every new browser; a
+        # browser that signed in to bob before keeps signing in, and its success unlocks nothing for the others.
+        assert attempt("10.0.1.99", "bob@example.com", PASSWORD).status_code == 200
+        for n in range(5):
+            assert attempt(f"10.0.1.{n}", "bob@example.com", "wrong password").status_code == 401
+        assert_limited(attempt("10.0.1.50", "bob@example.com", PASSWORD))
+        assert attempt("10.0.1.99", "bob@example.com", PASSWORD).status_code == 200
+        assert_limited(attempt("10.0.1.51", "bob@example.com", PASSWORD))
+        forged = TestClient(app, client=("10.0.1.52", 40000), cookies={"pzone_browser": "0" * 64})
+        assert_limited(
+            forged.post("/api/auth/login", json={"email": "bob@example.com", "password": PASSWORD})
+        )
 
-        # a successful login resets the e-mail's count (not the address's)
-        for ip in ("10.0.0.4", "10.0.0.5"):
-            assert attempt(ip, "bob@example.com", "wrong password").status_code == 401
-        assert attempt("10.0.0.6", "bob@example.com", PASSWORD).status_code == 200
-        for ip in ("10.0.0.7", "10.0.0.8"):
-            assert attempt(ip, "bob@example.com", "wrong password").status_code == 401
-        assert attempt("10.0.0.9", "bob@example.com", PASSWORD).status_code == 200
+        # One address over every account (a NAT): five people's typos do not lock out the sixth; guessing at many
+        # accounts from it stops at six failures.
+        for n in range(5):
+            assert attempt("10.0.2.1", f"nobody{n}@example.com", "wrong password").status_code == 401
+        assert attempt("10.0.2.1", "carl@example.com", PASSWORD).status_code == 200
+        assert attempt("10.0.2.1", "nobody9@example.com", "wrong password").status_code == 401
+        assert_limited(attempt("10.0.2.1", "carl@example.com", PASSWORD))
+        assert attempt("10.0.2.2", "carl@example.com", PASSWORD).status_code == 200
 
     if backend == "redis":
         client_keys = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True).keys(
@@ -488,21 +509,25 @@ def test_failed_logins_are_limited_per_email_and_per_address(
 
 def test_in_process_window_slides() -> None:
     now = [1000.0]
-    limiter = InProcessAttemptLimiter(max_attempts=3, window_s=60, clock=lambda: now[0])
+    limiter = InProcessAttemptLimiter(window_s=60, clock=lambda: now[0])
     for step in range(3):
-        assert limiter.reserve(["k"]) == 0
+        assert limiter.reserve({"k": 3}) == 0
         now[0] += 10 * (step < 2)  # attempts at t=1000, 1010, 1020
-    assert limiter.reserve(["k", "other"]) == 40  # the oldest (1000) leaves the window at 1060
-    assert limiter.reserve(["other"]) == 0  # ... and a refused attempt counted against no key
+    assert limiter.reserve({"k": 3, "other": 3}) == 40  # the oldest (1000) leaves the window at 1060
+    assert limiter.reserve({"other": 3}) == 0  # ... and a refused attempt counted against no key
     now[0] = 1059.5
-    assert limiter.reserve(["k"]) == 1
+    assert limiter.reserve({"k": 3}) == 1
     now[0] = 1060.0
-    assert limiter.reserve(["k"]) == 0  # one slot free again, and used: now the one of 1010 is the oldest
-    assert limiter.reserve(["k"]) == 10
+    assert limiter.reserve({"k": 3}) == 0  # one slot free again, and used: now the one of 1010 is the oldest
+    assert limiter.reserve({"k": 3}) == 10
     limiter.release(["k"])  # a success gives its attempt back
-    assert limiter.reserve(["k"]) == 0
+    assert limiter.reserve({"k": 3}) == 0
     limiter.reset("k")
-    assert [limiter.reserve(["k"]) for _ in range(4)] == [0, 0, 0, 60]
+    assert [limiter.reserve({"k": 3}) for _ in range(4)] == [0, 0, 0, 60]
+    # Each key with its own limit: "wide" still has room when "k" has none.
+    now[0] = 2000.0
+    assert [limiter.reserve({"k": 1, "wide": 5}) for _ in range(2)] == [0, 60]
+    assert [limiter.reserve({"wide": 5}) for _ in range(5)] == [0, 0, 0, 0, 60]
     limiter.release(["unknown"])  # nothing to give back: nothing happens
 
 
@@ -717,3 +742,58 @@ def test_sql_sessions_survive_a_new_app(db_url: str, tmp_path: Path) -> None:
         assert me.status_code == 200 and me.json()["csrf_token"] == csrf
         assert second.post("/api/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
         assert me_with(second, token).status_code == 401
+
+
+def test_text_with_a_lone_surrogate_is_refused_not_a_500(pg_url: str, tmp_path: Path) -> None:
+    """JSON may escape half of a UTF-16 pair ("\\ud800"); UTF-8, the hashes and the 422's own echo of the input cannot
+    encode it. Every such field is a 422 whose body is JSON, before anything is written."""
+    app = make_app(pg_url, tmp_path / "data")
+    add_device(pg_url)
+    lone = "\\ud800"  # as it arrives in the raw JSON text
+
+    def post(client: TestClient, path: str, raw: str, **headers: str) -> httpx.Response:
+        return client.post(
+            path, content=raw.encode(), headers={"Content-Type": "application/json", **headers}
+        )
+
+    with TestClient(app) as client:
+        csrf = signup(client, "ana@example.com", PASSWORD)
+        answers = [
+            post(client, "/api/auth/signup", f'{{"email": "b{lone}@example.com", "password": "{PASSWORD}"}}'),
+            post(client, "/api/auth/signup", f'{{"email": "b@example.com", "password": "{lone}{PASSWORD}"}}'),
+            post(
+                client, "/api/auth/login", f'{{"email": "ana{lone}@example.com", "password": "{PASSWORD}"}}'
+            ),
+            post(client, "/api/auth/login", f'{{"email": "ana@example.com", "password": "{lone}"}}'),
+            post(
+                client,
+                "/api/auth/password",
+                f'{{"current_password": "{lone}", "new_password": "{PASSWORD}!"}}',
+                **{"X-CSRF-Token": csrf},
+            ),
+            post(
+                client,
+                "/api/auth/password",
+                f'{{"current_password": "{PASSWORD}", "new_password": "{lone}{PASSWORD}"}}',
+                **{"X-CSRF-Token": csrf},
+            ),
+            post(
+                client,
+                "/api/photos",
+                f'{{"device_id": "dev{lone}", "content_type": "image/jpeg", "size": 10}}',
+                **{"X-CSRF-Token": csrf},
+            ),
+        ]
+        # A wrong current password is an answer (401), the rest are refusals; none is a server error.
+        assert [a.status_code for a in answers] == [422, 422, 422, 422, 401, 422, 422], [
+            a.text for a in answers
+        ]
+        for answer in answers:
+            answer.json()
+        assert client.get("/api/auth/me").status_code == 200  # the session and the password are as they were
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(User)).scalar_one() == 1
+    finally:
+        engine.dispose()

@@ -14,6 +14,7 @@ from PIL import Image
 from tests.support.api import make_app, photo_worker_process, signup
 from tests.support.images import bad_uploads
 from tests.support.photos import (
+    ANY_SIZE,
     add_device,
     deactivate_users,
     direct_upload,
@@ -54,7 +55,12 @@ def test_a_batch_is_created_uploaded_and_completed_with_two_requests(api: dict[s
         csrf,
         [
             {"device_id": "dev-1", "content_type": "image/jpeg", "size": len(datas[0])},
-            {"zone_id": "zone-1", "content_type": "image/jpeg", "taken_at": "2026-11-20T10:00:00+00:00"},
+            {
+                "zone_id": "zone-1",
+                "content_type": "image/jpeg",
+                "size": len(datas[1]),
+                "taken_at": "2026-11-20T10:00:00+00:00",
+            },
             {"device_id": "dev-1", "content_type": "image/jpeg", "size": len(datas[2])},
         ],
     )
@@ -93,11 +99,15 @@ def test_a_refused_item_refuses_the_whole_create_and_names_it(api: dict[str, Any
     csrf = signup(client, "refuse@example.com", "correct horse battery")
     good = {"device_id": "dev-1", "content_type": "image/jpeg", "size": 1000}
     cases = [
-        ({"device_id": "nope", "content_type": "image/jpeg"}, 404, "unknown_device"),
-        ({"zone_id": "zone-404", "content_type": "image/jpeg"}, 404, "unknown_zone"),
-        ({"device_id": "dev-1", "zone_id": "zone-9", "content_type": "image/jpeg"}, 422, "zone_mismatch"),
-        ({"content_type": "image/jpeg"}, 422, "no_target"),
-        ({"device_id": "dev-1", "content_type": "image/gif"}, 415, "unsupported_type"),
+        ({"device_id": "nope", "content_type": "image/jpeg", "size": 1000}, 404, "unknown_device"),
+        ({"zone_id": "zone-404", "content_type": "image/jpeg", "size": 1000}, 404, "unknown_zone"),
+        (
+            {"device_id": "dev-1", "zone_id": "zone-9", "content_type": "image/jpeg", "size": 1000},
+            422,
+            "zone_mismatch",
+        ),
+        ({"content_type": "image/jpeg", "size": 1000}, 422, "no_target"),
+        ({"device_id": "dev-1", "content_type": "image/gif", "size": 1000}, 415, "unsupported_type"),
         ({"device_id": "dev-1", "content_type": "image/jpeg", "size": 10**10}, 413, "too_large"),
     ]
     for bad, status, code in cases:
@@ -131,13 +141,13 @@ def test_a_batch_complete_answers_each_photo_on_its_own_and_leaves_nothing_half_
     csrf_other = signup(client, "other@example.com", "correct horse battery")
     foreign = direct_upload(client, csrf_other, photo_bytes((100, 80))).json()["id"]
     foreign_open = create_batch(
-        client, csrf_other, [{"device_id": "dev-1", "content_type": "image/jpeg"}]
+        client, csrf_other, [{"device_id": "dev-1", "content_type": "image/jpeg", "size": 1000}]
     ).json()["items"][0]["photo"]["id"]
     client.cookies.clear()
     csrf = signup(client, "mixed@example.com", "correct horse battery")
     completed = direct_upload(client, csrf, photo_bytes((120, 90))).json()["id"]
     truncated = next(b for b in bad_uploads() if b.name == "truncated.jpg")
-    body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+    body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": ANY_SIZE}
     items = create_batch(client, csrf, [body, body, body, body]).json()["items"]
     good, waiting, bad, big = (i["photo"]["id"] for i in items)
     assert put_upload(client, items[0]["upload"], photo_bytes((200, 150))) in (200, 204)
@@ -189,7 +199,7 @@ def test_a_deactivated_user_is_refused_for_the_whole_batch(pg_url: str, tmp_path
     add_device(pg_url)
     with TestClient(app) as client:
         csrf = signup(client, "gone@example.com", "correct horse battery")
-        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": ANY_SIZE}
         items = create_batch(client, csrf, [body, body]).json()["items"]
         assert put_upload(client, items[0]["upload"], photo_bytes((60, 40))) in (200, 204)
         deactivate_users(pg_url)
@@ -213,7 +223,7 @@ def test_a_batch_through_the_worker_process(queued: dict[str, Any]) -> None:
         assert not app.state.photo_queue.immediate
         store = app.state.store
         csrf = signup(client, "wb@example.com", "correct horse battery")
-        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": ANY_SIZE}
         items = create_batch(client, csrf, [body] * 5).json()["items"]
         datas = [jpeg((320, 240), (40 * i, 90, 200)) for i in range(4)] + [bad_uploads()[1].data]
         for item, data in zip(items, datas, strict=True):
@@ -236,7 +246,7 @@ def test_a_batch_past_the_wait_answers_202_and_completes_once_a_worker_runs(queu
     app = queued_app(queued, processing_wait_s=0.5)
     with TestClient(app) as client:
         csrf = signup(client, "late@example.com", "correct horse battery")
-        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": ANY_SIZE}
         items = create_batch(client, csrf, [body] * 3).json()["items"]
         for index, item in enumerate(items):
             assert put_upload(client, item["upload"], jpeg((64, 48), (60 * index, 10, 10))) in (200, 204)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from tests.support.images import bad_uploads
 from tests.support.model_input import assert_model_input
 from tests.support.model_tier import MODEL_VERSION, ModelTierStandIn
 from tests.support.photos import (
+    ANY_SIZE,
     PHOTO_BUCKET,
     add_device,
     deactivate_users,
@@ -301,11 +303,11 @@ def test_refusals_of_the_upload_flow(api: dict[str, Any]) -> None:
     csrf = signup(client, "f@example.com", "correct horse battery")
     headers = {"X-CSRF-Token": csrf}
     unknown = client.post(
-        "/api/photos", json={"device_id": "nope", "content_type": "image/jpeg"}, headers=headers
+        "/api/photos", json={"device_id": "nope", "content_type": "image/jpeg", "size": 1000}, headers=headers
     )
     assert unknown.status_code == 404 and unknown.json()["detail"]["code"] == "unknown_device"
     gif = client.post(
-        "/api/photos", json={"device_id": "dev-1", "content_type": "image/gif"}, headers=headers
+        "/api/photos", json={"device_id": "dev-1", "content_type": "image/gif", "size": 1000}, headers=headers
     )
     assert gif.status_code == 415
     huge = client.post(
@@ -314,13 +316,16 @@ def test_refusals_of_the_upload_flow(api: dict[str, Any]) -> None:
         headers=headers,
     )
     assert huge.status_code == 413
+    data = photo_bytes()
     ticket = client.post(
-        "/api/photos", json={"device_id": "dev-1", "content_type": "image/jpeg"}, headers=headers
+        "/api/photos",
+        json={"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)},
+        headers=headers,
     ).json()
     photo_id = ticket["photo"]["id"]
     nothing = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
     assert nothing.status_code == 409 and nothing.json()["detail"]["code"] == "not_uploaded"
-    assert put_upload(client, ticket["upload"], photo_bytes()) in (200, 204)
+    assert put_upload(client, ticket["upload"], data) in (200, 204)
     assert client.post(f"/api/photos/{photo_id}/complete", headers=headers).status_code == 200
     twice = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
     assert twice.status_code == 409 and twice.json()["detail"]["code"] == "already_completed"
@@ -336,6 +341,34 @@ def test_refusals_of_the_upload_flow(api: dict[str, Any]) -> None:
         assert not store.exists("uploads/y")
 
 
+def test_a_direct_upload_declares_its_size_and_gets_a_url_for_exactly_it(api: dict[str, Any]) -> None:
+    client, store = api["client"], api["store"]
+    headers = {"X-CSRF-Token": signup(client, "size@example.com", "correct horse battery")}
+    undeclared = client.post(
+        "/api/photos", json={"device_id": "dev-1", "content_type": "image/jpeg"}, headers=headers
+    )
+    assert undeclared.status_code == 422 and undeclared.json()["detail"][0]["loc"] == ["body", "size"]
+    for bad in (0, -1, 1.5, None, "many"):
+        refused = client.post(
+            "/api/photos",
+            json={"device_id": "dev-1", "content_type": "image/jpeg", "size": bad},
+            headers=headers,
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+    upload = client.post(
+        "/api/photos",
+        json={"device_id": "dev-1", "content_type": "image/jpeg", "size": 4321},
+        headers=headers,
+    ).json()["upload"]
+    assert upload["max_bytes"] == 4321
+    query = parse_qs(urlsplit(upload["url"]).query)
+    if isinstance(store, S3ObjectStore):  # S3 refuses a PUT of any other length (moto checks no signature)
+        assert "content-length" in query["X-Amz-SignedHeaders"][0].split(";")
+    else:  # the local route refuses more
+        assert query["max"] == ["4321"]
+        assert put_upload(client, upload, b"x" * 4322) == 413
+
+
 def test_complete_checks_the_object_in_the_worker_and_the_user_in_its_statement(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -348,7 +381,7 @@ def test_complete_checks_the_object_in_the_worker_and_the_user_in_its_statement(
         headers = {"X-CSRF-Token": csrf}
         store = app.state.store
         before = object_keys(store)
-        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": 5_000}
         ticket = client.post("/api/photos", json=body, headers=headers).json()
         photo_id = ticket["photo"]["id"]
         store.put_bytes(
@@ -540,7 +573,7 @@ def test_an_early_complete_left_uncollected_does_not_answer_the_next_one(queued:
     with TestClient(app) as client:
         csrf = signup(client, "early@example.com", "correct horse battery")
         headers = {"X-CSRF-Token": csrf}
-        body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+        body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": ANY_SIZE}
         ticket = client.post("/api/photos", json=body, headers=headers).json()
         photo_id = ticket["photo"]["id"]
         early = client.post(f"/api/photos/{photo_id}/complete", headers=headers)
@@ -624,7 +657,7 @@ def test_a_put_after_its_photo_was_stored_or_refused_is_swept_and_a_waiting_one_
     client, store, app = api["client"], api["store"], api["app"]
     csrf = signup(client, "late@example.com", "correct horse battery")
     headers = {"X-CSRF-Token": csrf}
-    body = {"device_id": "dev-1", "content_type": "image/jpeg"}
+    body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": ANY_SIZE}
     good, late = photo_bytes((120, 90)), b"<html>a late PUT</html>"
 
     stored = client.post("/api/photos", json=body, headers=headers).json()

@@ -123,7 +123,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         PZONE_DATABASE_URL=f"sqlite:///{tmp / 'pzone.db'}",
         PZONE_LOG_LEVEL="INFO",
         PZONE_COOKIE_SECURE="false",
-        PZONE_LOGIN_MAX_ATTEMPTS="1000",  # the API's own lock-out stays out of the way of nginx's limit
+        # The API's own lock-outs stay out of the way of nginx's limit.
+        PZONE_LOGIN_MAX_ATTEMPTS="1000",
+        PZONE_LOGIN_MAX_PER_EMAIL="1000",
+        PZONE_LOGIN_MAX_PER_ADDRESS="1000",
         COLUMNS="300",
     )
     migrated = subprocess.run(

@@ -22,6 +22,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from tests.support.paths import REPO
 from tests.support.services import free_port, wait_port
 
 if TYPE_CHECKING:
+    import requests
     from fastapi.testclient import TestClient
 
 
@@ -143,6 +145,32 @@ def api_process(env: Mapping[str, str], timeout: float = 20.0) -> Iterator[str]:
             process.wait(timeout=5)
 
 
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, timeout: float = 20.0) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread of this process on a free port (its lifespan runs); yields its base
+    URL. Real HTTP without a process start: errors reach pytest's log capture, not a pipe nobody reads."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the API server thread exited before it started (see the log)")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the API did not start on port {port} within {timeout}s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
 def random_queue_name() -> str:
     """A huey queue name of its own (its Redis keys are ``huey.*.<name>*``): tests on a shared Redis never meet."""
     return f"pzonetest{uuid.uuid4().hex[:12]}"
@@ -197,6 +225,37 @@ def login(client: TestClient, email: str, password: str) -> str:
     response = client.post("/api/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     return str(response.json()["csrf_token"])
+
+
+@dataclass(frozen=True)
+class SignedInApi:
+    """An API served over HTTP (:func:`serve_in_thread`) with an operator signed in, a second user to sign in
+    afresh, a device (``dev-1``) and one stored photo of the operator's."""
+
+    base_url: str
+    operator: requests.Session
+    client_email: str
+    password: str
+    photo_id: str
+    thumb_url: str  # the photo's presigned thumbnail: a path under /api/objects/ with its signature's query
+
+    def fresh_client_session(self) -> requests.Session:
+        """A new session of the second user, for a request that may end it."""
+        return http_login(self.base_url, self.client_email, self.password)
+
+
+def http_login(base_url: str, email: str, password: str) -> requests.Session:
+    """A ``requests`` session logged in over HTTP: the session cookie in its jar, the CSRF header on every request.
+    Asserts a 200."""
+    import requests
+
+    session = requests.Session()
+    response = session.post(
+        f"{base_url}/api/auth/login", json={"email": email, "password": password}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    session.headers[CSRF_HEADER] = str(response.json()["csrf_token"])
+    return session
 
 
 def create_user_in_db(database_url: str, email: str, password: str, role: str = "client") -> str:

@@ -25,6 +25,11 @@ from tests.support.api import TEST_REDIS_URL, make_app
 PHOTO_BUCKET = "pzone-photos"  # the S3 bucket of the photo tests' API on moto
 
 
+# A declared size that the tests' photos stay under, where a test does not care about it: the local store's URL takes
+# up to it (S3's would take exactly it, but moto checks no signature).
+ANY_SIZE = 10**6
+
+
 def add_device(database_url: str, device_id: str = "dev-1", zone_id: str = "zone-1") -> None:
     """Devices come from telemetry: register one the way ingest does."""
     event = {

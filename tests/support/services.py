@@ -1,4 +1,4 @@
-"""Real services for tests: private Mosquitto and PostgreSQL instances on their own ports, fresh databases.
+"""Real services for tests: private Mosquitto, PostgreSQL and Redis instances on their own ports, fresh databases.
 
 Tests that stop or restart a service use these private instances, never the shared ones on the standard ports.
 """
@@ -87,6 +87,7 @@ class MosquittoBroker:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_conf: str = ""  # more lines for mosquitto.conf (a later line overrides an earlier one)
 
     @property
     def url(self) -> str:
@@ -94,7 +95,7 @@ class MosquittoBroker:
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
-        text = MOSQUITTO_CONF.format(port=self.port, dir=self.workdir)
+        text = MOSQUITTO_CONF.format(port=self.port, dir=self.workdir) + self.extra_conf
         if os.geteuid() == 0:
             text += "# Stay root: the private folder is not reachable by the 'mosquitto' user it would switch to.\nuser root\n"
         conf.write_text(text)
@@ -110,10 +111,56 @@ class MosquittoBroker:
             self.process.wait(timeout=15)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no last save of the persistence file."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+            self.process = None
+
     def restart(self, down_s: float = 0.5) -> None:
         self.stop()
         time.sleep(down_s)
         self.start()
+
+
+@dataclass
+class PrivateRedis:
+    """A private redis-server (no persistence) in its own folder; ``kill()`` drops it as a crash would."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_port(self.port, process=self.process)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+            self.process = None
 
 
 def create_database(admin_url: str = SHARED_PG_ADMIN) -> tuple[str, str]:
@@ -169,6 +216,22 @@ class PrivatePostgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and every process it started at once, as when its container is killed:
+        ``start()`` then runs crash recovery."""
+        import psutil
+
+        pid_file = self.data / "postmaster.pid"
+        try:
+            postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+            doomed = [postmaster, *postmaster.children(recursive=True)]
+        except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
+            return  # not running
+        for process in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(doomed, timeout=15)
 
     def remove(self) -> None:
         with contextlib.suppress(RuntimeError):  # already stopped

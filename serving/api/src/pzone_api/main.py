@@ -43,8 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await backends.aclose()
             app.state.engine.dispose()
 
+    from pzone_api.api.errors import install_error_handlers
+    from pzone_api.api.outages import UNAVAILABLE, install_outage_handlers
+
     app = FastAPI(
-        title="P-ZONE API", version="0.1.0", lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json"
+        title="P-ZONE API",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        responses=UNAVAILABLE,
     )
     from pzone_api.api.routes import health
 
@@ -60,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(accuracy.router)
     _serve_ui(app)
+    install_error_handlers(app)
+    install_outage_handlers(app)
     from pzone_api.body_coalescing import CoalescedBody
 
     app.add_middleware(CoalescedBody)

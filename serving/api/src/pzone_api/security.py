@@ -64,8 +64,19 @@ def normalize_email(raw: str) -> str:
     return email
 
 
+def is_unicode_text(text: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate (JSON allows "\\ud800"; UTF-8, and so hashing, cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_password_policy(password: str) -> str:
     """The password itself when it meets the policy, else :class:`WeakPassword` with the reason."""
+    if not is_unicode_text(password):
+        raise WeakPassword("password must be valid Unicode text")
     if len(password) < PASSWORD_MIN_CHARS:
         raise WeakPassword(f"password must be at least {PASSWORD_MIN_CHARS} characters long")
     if len(password) > PASSWORD_MAX_CHARS:

@@ -17,7 +17,21 @@ class Settings(CoreSettings):
     cookie_secure: bool = Field(
         True, description="Secure flag on cookies; false only for plain-HTTP local runs."
     )
-    login_max_attempts: int = Field(5, gt=0, description="Failed logins per email and per client address ...")
+    login_max_attempts: int = Field(
+        5,
+        gt=0,
+        description="Failed logins of one email from one client address (the limits are per window) ...",
+    )
+    login_max_per_email: int = Field(
+        20,
+        gt=0,
+        description="... of one email from all addresses (a browser that signed in to the account before is exempt) ...",
+    )
+    login_max_per_address: int = Field(
+        50,
+        gt=0,
+        description="... from one client address over all emails (the people behind a NAT share it) ...",
+    )
     login_window_s: int = Field(300, gt=0, description="... within this many seconds, before 429.")
     signup_max_per_address: int = Field(10, gt=0, description="Sign-ups per client address ...")
     signup_window_s: int = Field(3600, gt=0, description="... within this many seconds, before 429.")

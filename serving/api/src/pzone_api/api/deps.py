@@ -62,6 +62,7 @@ from typing import Any  # noqa: E402
 from fastapi import HTTPException, status  # noqa: E402
 
 from pzone.db.models import User  # noqa: E402
+from pzone.storage.factory import local_signing_key  # noqa: E402
 from pzone_api.ratelimit import AttemptLimiter, attempt_limiter_from_settings  # noqa: E402
 from pzone_api.security import PasswordHashing, constant_time_equal  # noqa: E402
 from pzone_api.sessions import (  # noqa: E402
@@ -87,6 +88,9 @@ class AuthBackends:
     sessions: SessionStore
     login_limiter: AttemptLimiter
     signup_limiter: AttemptLimiter
+    browser_key: bytes = (
+        b""  # signs the cookie of a browser that signed in to an account (pzone_api.ratelimit)
+    )
     async_redis: Any = None  # redis.asyncio.Redis of the session lookups, closed with the app (aclose)
 
     async def aclose(self) -> None:
@@ -127,7 +131,6 @@ async def get_auth_backends(request: Request) -> AuthBackends:
                     login_limiter=attempt_limiter_from_settings(
                         settings,
                         "login",
-                        settings.login_max_attempts,
                         settings.login_window_s,
                         redis_client=client,
                         redis_prefix=prefix,
@@ -135,11 +138,11 @@ async def get_auth_backends(request: Request) -> AuthBackends:
                     signup_limiter=attempt_limiter_from_settings(
                         settings,
                         "signup",
-                        settings.signup_max_per_address,
                         settings.signup_window_s,
                         redis_client=client,
                         redis_prefix=prefix,
                     ),
+                    browser_key=local_signing_key(settings),
                     async_redis=async_client,
                 )
                 state.auth_backends = backends
@@ -156,6 +159,10 @@ async def get_login_limiter(request: Request) -> AttemptLimiter:
 
 async def get_signup_limiter(request: Request) -> AttemptLimiter:
     return (await get_auth_backends(request)).signup_limiter
+
+
+async def get_browser_key(request: Request) -> bytes:
+    return (await get_auth_backends(request)).browser_key
 
 
 async def get_password_hashing(request: Request) -> PasswordHashing:
@@ -177,6 +184,7 @@ async def get_password_hashing(request: Request) -> PasswordHashing:
 SessionStoreDep = Annotated[SessionStore, Depends(get_session_store)]
 LoginLimiterDep = Annotated[AttemptLimiter, Depends(get_login_limiter)]
 SignupLimiterDep = Annotated[AttemptLimiter, Depends(get_signup_limiter)]
+BrowserKeyDep = Annotated[bytes, Depends(get_browser_key)]
 PasswordHashingDep = Annotated[PasswordHashing, Depends(get_password_hashing)]
 
 

@@ -4,6 +4,7 @@ derivatives, classified and committed; or refused, leaving no row and no object 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pzone.labels import CLIENT_TIME_FUTURE_TOLERANCE_S, as_utc
 from pzone.storage import (
     ObjectNotFound,
     ObjectStore,
+    ObjectStoreUnavailable,
     ObjectTooLarge,
     check_uploaded_object,
     content_addressed_key,
@@ -26,6 +28,8 @@ from pzone_api.intake.uploads import ACCEPTED_TYPES, IntakeError
 from pzone_api.model_tier_client import classify_photos, input_size, model_input_made
 from pzone_api.photo_verdicts import apply_verdict
 from pzone_api.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 DERIVATIVE_SIZES = {"preview": 1024, "thumb": 256}
 
@@ -68,7 +72,7 @@ def process_staged(
         if exc.code != "not_uploaded" or not direct:
             _discard(session, store, photo)
         raise
-    store.delete(upload_key)
+    _delete_quietly(store, upload_key)
 
 
 def discard_photo(session: Session, store: ObjectStore, photo_id: str) -> None:
@@ -131,7 +135,7 @@ def _store_checked(
     except BaseException:
         session.rollback()
         for key in created:
-            store.delete(key)
+            _delete_quietly(store, key)
         raise
 
 
@@ -160,10 +164,22 @@ def _fill(photo: Photo, info: ImageInfo, sha: str, original: str, keys: dict[str
 
 
 def _discard(session: Session, store: ObjectStore, photo: Photo) -> None:
-    if photo.upload_key:
-        store.delete(photo.upload_key)
+    # The row first: with the store away, the photo is still refused and gone, and its upload object is left to the
+    # stray-upload sweep (and the bucket's lifecycle rule).
+    upload_key = photo.upload_key
     session.delete(photo)
     session.commit()
+    if upload_key:
+        _delete_quietly(store, upload_key)
+
+
+def _delete_quietly(store: ObjectStore, key: str) -> None:
+    """Delete an object nothing refers to (any more); an unreachable store leaves it, unreferenced, for a sweep:
+    the photo's outcome is decided by then and must not turn into an error."""
+    try:
+        store.delete(key)
+    except ObjectStoreUnavailable as exc:
+        logger.warning("could not delete %s now (%s); left for the sweep", key, exc)
 
 
 @contextmanager

@@ -110,6 +110,7 @@ def check_target(
 
 
 def check_declared(settings: Settings, content_type: str, size: int | None) -> None:
+    """The declared type, and the declared size (``None``: the multipart path, which counts the bytes itself)."""
     if content_type not in ACCEPTED_TYPES:
         raise IntakeError(
             415, "unsupported_type", f"content type {content_type!r} is not one of {sorted(ACCEPTED_TYPES)}"
@@ -172,10 +173,11 @@ def create_upload(
     device_id: str | None,
     zone_id: str | None,
     content_type: str,
-    size: int | None,
+    size: int,
     taken_at: datetime | None,
 ) -> UploadTicket:
-    """Step 1 of the direct upload: a photo row awaiting its bytes and a presigned PUT URL for them.
+    """Step 1 of the direct upload: a photo row awaiting its bytes and a presigned PUT URL for them, for exactly
+    the ``size`` bytes declared (S3 signs the length: a PUT of any other length is refused before it stores).
 
     Two statements: the user and target check (:func:`check_target`) and the INSERT, in autocommit.
     """
@@ -184,10 +186,11 @@ def create_upload(
     check_declared(settings, content_type, size)
     photo = _new_photo(conn, user_id, target, "awaiting_upload", content_type, taken_at)
     session.commit()
-    max_bytes = size or settings.upload_max_bytes
     expires_s = settings.upload_url_expires_s
-    url = store.presign_put(photo.upload_key or "", content_type, max_bytes=max_bytes, expires_s=expires_s)
-    return UploadTicket(photo, url, content_type, max_bytes, datetime.now(UTC) + timedelta(seconds=expires_s))
+    url = store.presign_put(
+        photo.upload_key or "", content_type, max_bytes=size, expires_s=expires_s, exact=True
+    )
+    return UploadTicket(photo, url, content_type, size, datetime.now(UTC) + timedelta(seconds=expires_s))
 
 
 @dataclass(frozen=True)
@@ -195,9 +198,9 @@ class UploadRequest:
     """One photo of a batch create (:func:`create_uploads`): what ``POST /api/photos`` takes for one."""
 
     content_type: str
+    size: int
     device_id: str | None = None
     zone_id: str | None = None
-    size: int | None = None
     taken_at: datetime | None = None
 
 
@@ -255,11 +258,10 @@ def create_uploads(
     expires_at = now + timedelta(seconds=expires_s)
     tickets = []
     for item, columns in zip(items, rows, strict=True):
-        max_bytes = item.size or settings.upload_max_bytes
         url = store.presign_put(
-            columns["upload_key"], item.content_type, max_bytes=max_bytes, expires_s=expires_s
+            columns["upload_key"], item.content_type, max_bytes=item.size, expires_s=expires_s, exact=True
         )
-        tickets.append(UploadTicket(Photo(**columns), url, item.content_type, max_bytes, expires_at))
+        tickets.append(UploadTicket(Photo(**columns), url, item.content_type, item.size, expires_at))
     return tickets
 
 

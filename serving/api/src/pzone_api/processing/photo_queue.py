@@ -35,7 +35,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo
-from pzone.storage import ObjectStore
+from pzone.storage import ObjectStore, ObjectStoreUnavailable
 from pzone_api.intake import IntakeError, discard_photo, process_staged
 from pzone_api.settings import Settings
 
@@ -218,6 +218,12 @@ class PhotoQueue:
                     process_staged(session, self.store, self.settings, photo, direct=direct)
                 except IntakeError as exc:
                     return _outcome(photo_id, user_id, exc, claim)
+                except ObjectStoreUnavailable as exc:
+                    # Nothing of the photo is lost: its upload object is where it was and nothing was committed.
+                    # It stays processing, and the housekeeping enqueues it again once its job counts as stuck.
+                    session.rollback()
+                    logger.warning("photo %s waits for the object store: %s", photo_id, exc)
+                    return _outcome(photo_id, user_id, _STORE_AWAY, claim)
                 return _outcome(photo_id, user_id, None, claim, photo)
         except Exception:
             # Storage or database trouble: the photo cannot be finished; remove what is left of it, so that nothing
@@ -229,6 +235,11 @@ class PhotoQueue:
 
 
 _FAILED = IntakeError(503, "processing_failed", "the photo could not be processed; please upload it again")
+_STORE_AWAY = IntakeError(
+    503,
+    "store_unavailable",
+    "the photo store cannot be reached; the photo is kept and processed once it is back",
+)
 
 _NOT_LEASED = "not leased"  # take_lease: the photo is not processing, so there is nothing to hold
 

@@ -12,8 +12,12 @@ from pydantic import BaseModel, Field
 
 from pzone.accuracy import accuracy_report, bucket_start
 from pzone_api.api.deps import DbDep, require_operator
+from pzone_api.api.errors import OPERATOR
+from pzone_api.api.fields import NO_NUL
 
-router = APIRouter(prefix="/api/accuracy", tags=["accuracy"], dependencies=[Depends(require_operator)])
+router = APIRouter(
+    prefix="/api/accuracy", tags=["accuracy"], dependencies=[Depends(require_operator)], responses=OPERATOR
+)
 
 MAX_WINDOW = timedelta(days=366)
 MAX_POINTS = 1000  # buckets per version: window / bucket
@@ -76,7 +80,9 @@ def live_accuracy(
     min_count: Annotated[
         int, Query(ge=1, le=100_000, description="Buckets with fewer scored predictions are left out.")
     ] = 1,
-    model_version: Annotated[str | None, Query(max_length=100, description="Only this version.")] = None,
+    model_version: Annotated[
+        str | None, Query(max_length=100, pattern=NO_NUL, description="Only this version.")
+    ] = None,
 ) -> AccuracyOut:
     """Accuracy and macro-F1 per model version over the window, with one point per time bucket."""
     span, width = _duration("window", window), _duration("bucket", bucket)

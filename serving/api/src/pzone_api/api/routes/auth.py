@@ -11,6 +11,7 @@ from pzone.db.models import User
 from pzone_api.api.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
+    BrowserKeyDep,
     CurrentSession,
     CurrentUser,
     DbDep,
@@ -20,7 +21,16 @@ from pzone_api.api.deps import (
     SettingsDep,
     SignupLimiterDep,
 )
-from pzone_api.ratelimit import AttemptLimiter, login_limit_keys, signup_limit_key
+from pzone_api.api.errors import BAD_BODY, CSRF, SAME_ORIGIN, SIGNED_IN, TOO_MANY, message
+from pzone_api.api.fields import NO_NUL
+from pzone_api.ratelimit import (
+    AttemptLimiter,
+    LoginKeys,
+    browser_mark,
+    is_known_browser,
+    login_keys,
+    signup_limit_key,
+)
 from pzone_api.security import (
     EMAIL_MAX_CHARS,
     PASSWORD_MAX_CHARS,
@@ -31,6 +41,7 @@ from pzone_api.security import (
     authenticate,
     check_password_policy,
     create_user,
+    is_unicode_text,
     normalize_email,
     origin_matches_host,
 )
@@ -40,16 +51,20 @@ from pzone_api.settings import Settings
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 BAD_CREDENTIALS = "Invalid email or password."
+KNOWN_BROWSER_COOKIE = "pzone_browser"
+KNOWN_BROWSER_TTL_S = 365 * 24 * 3600
 
 
 # Passwords are checked in the routes, not by pydantic: its 422 answers echo the rejected input back.
 class SignupIn(BaseModel):
-    email: Annotated[str, Field(max_length=EMAIL_MAX_CHARS + 64, examples=["ana@example.com"])]
+    email: Annotated[
+        str, Field(max_length=EMAIL_MAX_CHARS + 64, pattern=NO_NUL, examples=["ana@example.com"])
+    ]
     password: Annotated[str, Field(description=f"{PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters")]
 
 
 class LoginIn(BaseModel):
-    email: Annotated[str, Field(max_length=EMAIL_MAX_CHARS + 64)]
+    email: Annotated[str, Field(max_length=EMAIL_MAX_CHARS + 64, pattern=NO_NUL)]
     password: str
 
 
@@ -92,9 +107,9 @@ def require_same_origin(request: Request) -> None:
         )
 
 
-def _reserve_or_429(limiter: AttemptLimiter, keys: tuple[str, ...], too_many: str) -> None:
-    """Reserve one attempt against ``keys`` before any password is hashed, or answer 429 with Retry-After."""
-    wait_s = limiter.reserve(keys)
+def _reserve_or_429(limiter: AttemptLimiter, limits: dict[str, int], too_many: str) -> None:
+    """Reserve one attempt against each key before any password is hashed, or answer 429 with Retry-After."""
+    wait_s = limiter.reserve(limits)
     if wait_s:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -105,6 +120,30 @@ def _reserve_or_429(limiter: AttemptLimiter, keys: tuple[str, ...], too_many: st
 
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
+
+
+def _login_keys(request: Request, settings: Settings, browser_key: bytes, email: str) -> LoginKeys:
+    return login_keys(
+        email,
+        _client_ip(request),
+        per_pair=settings.login_max_attempts,
+        per_email=settings.login_max_per_email,
+        per_address=settings.login_max_per_address,
+        known_browser=is_known_browser(browser_key, email, request.cookies.get(KNOWN_BROWSER_COOKIE)),
+    )
+
+
+def _mark_browser(response: Response, browser_key: bytes, email: str, settings: Settings) -> None:
+    """Remember that this browser signed in to the account: it keeps signing in while others guess at it."""
+    response.set_cookie(
+        KNOWN_BROWSER_COOKIE,
+        browser_mark(browser_key, email),
+        max_age=KNOWN_BROWSER_TTL_S,
+        path="/api/auth",
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
 
 
 def _set_session_cookies(response: Response, token: str, csrf_token: str, settings: Settings) -> None:
@@ -145,6 +184,7 @@ def _start_session(
     status_code=status.HTTP_201_CREATED,
     response_model=AuthOut,
     dependencies=[Depends(require_same_origin)],
+    responses=BAD_BODY | SAME_ORIGIN | message(409, "An account with this email already exists.") | TOO_MANY,
 )
 def signup(
     body: SignupIn,
@@ -155,6 +195,7 @@ def signup(
     sessions: SessionStoreDep,
     hashing: PasswordHashingDep,
     limiter: SignupLimiterDep,
+    browser_key: BrowserKeyDep,
 ) -> AuthOut:
     """Create a client account and log it in; sign-ups per client address are limited (429 with Retry-After)."""
     errors = []
@@ -169,7 +210,11 @@ def signup(
     if errors:
         raise HTTPException(422, detail=errors)
     # before the hash, as for logins
-    _reserve_or_429(limiter, (signup_limit_key(_client_ip(request)),), "Too many sign-ups from this address")
+    _reserve_or_429(
+        limiter,
+        {signup_limit_key(_client_ip(request)): settings.signup_max_per_address},
+        "Too many sign-ups from this address",
+    )
     try:
         user = create_user(db, email, body.password, "client", hashing=hashing)
         db.commit()
@@ -177,10 +222,16 @@ def signup(
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail="An account with this email already exists."
         ) from None
+    _mark_browser(response, browser_key, user.email, settings)
     return _start_session(request, response, user, sessions, settings)
 
 
-@router.post("/login", response_model=AuthOut, dependencies=[Depends(require_same_origin)])
+@router.post(
+    "/login",
+    response_model=AuthOut,
+    dependencies=[Depends(require_same_origin)],
+    responses=BAD_BODY | message(401, BAD_CREDENTIALS) | SAME_ORIGIN | TOO_MANY,
+)
 def login(
     body: LoginIn,
     request: Request,
@@ -190,26 +241,34 @@ def login(
     sessions: SessionStoreDep,
     limiter: LoginLimiterDep,
     hashing: PasswordHashingDep,
+    browser_key: BrowserKeyDep,
 ) -> AuthOut:
-    """Log in with email and password; sets the session and CSRF cookies."""
-    if not body.password or len(body.password) > PASSWORD_MAX_CHARS:
+    """Log in with email and password; sets the session and CSRF cookies, and marks the browser as one that signed
+    in to the account."""
+    if not body.password or len(body.password) > PASSWORD_MAX_CHARS or not is_unicode_text(body.password):
         raise HTTPException(
             422,
-            detail=[_field_error("password", f"password must be 1 to {PASSWORD_MAX_CHARS} characters long")],
+            detail=[
+                _field_error(
+                    "password", f"password must be 1 to {PASSWORD_MAX_CHARS} characters of Unicode text"
+                )
+            ],
         )
     email = body.email.strip().lower()  # no format check: a malformed address is simply not found (401)
-    email_key, ip_key = login_limit_keys(email, _client_ip(request))
+    keys = _login_keys(request, settings, browser_key, email)
     # before the hash: parallel attempts count at once
-    _reserve_or_429(limiter, (email_key, ip_key), "Too many failed logins")
+    _reserve_or_429(limiter, dict(keys.limits), "Too many failed logins")
     user = authenticate(db, email, body.password, hashing=hashing)
     if user is None:  # the reservation stays: it is the failure counted
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_CREDENTIALS)
-    limiter.reset(email_key)
-    limiter.release((ip_key,))
+    keys.after_success(limiter)
+    _mark_browser(response, browser_key, email, settings)
     return _start_session(request, response, user, sessions, settings)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post(
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=SIGNED_IN | CSRF
+)
 def logout(
     request: Request, session: CurrentSession, sessions: SessionStoreDep, settings: SettingsDep
 ) -> Response:
@@ -221,7 +280,12 @@ def logout(
     return response
 
 
-@router.post("/logout-everywhere", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post(
+    "/logout-everywhere",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=SIGNED_IN | CSRF,
+)
 def logout_everywhere(
     user: CurrentUser, session: CurrentSession, sessions: SessionStoreDep, settings: SettingsDep
 ) -> Response:
@@ -233,7 +297,14 @@ def logout_everywhere(
     return response
 
 
-@router.post("/password", response_model=AuthOut)
+@router.post(
+    "/password",
+    response_model=AuthOut,
+    responses=BAD_BODY
+    | message(401, "Not signed in, the session expired, or the current password is not right.")
+    | CSRF
+    | TOO_MANY,
+)
 def change_password(
     body: PasswordChangeIn,
     request: Request,
@@ -245,6 +316,7 @@ def change_password(
     sessions: SessionStoreDep,
     limiter: LoginLimiterDep,
     hashing: PasswordHashingDep,
+    browser_key: BrowserKeyDep,
 ) -> AuthOut:
     """Change the password with the current one: every other session ends, this client gets a new one. The current
     password is guessed no more often here than at log-in (the same limits)."""
@@ -253,22 +325,22 @@ def change_password(
         check_password_policy(body.new_password)
     except WeakPassword as exc:
         raise HTTPException(422, detail=[_field_error("new_password", str(exc))]) from None
-    email_key, ip_key = login_limit_keys(user.email, _client_ip(request))
-    _reserve_or_429(limiter, (email_key, ip_key), "Too many failed logins")
+    keys = _login_keys(request, settings, browser_key, user.email)
+    _reserve_or_429(limiter, dict(keys.limits), "Too many failed logins")
     checked = None
-    if 0 < len(body.current_password) <= PASSWORD_MAX_CHARS:  # no hash of a password no account can have
-        checked = authenticate(db, user.email, body.current_password, hashing=hashing)
+    current = body.current_password
+    if 0 < len(current) <= PASSWORD_MAX_CHARS and is_unicode_text(current):  # none no account can have
+        checked = authenticate(db, user.email, current, hashing=hashing)
     if checked is None or checked.id != user.id:  # the reservation stays: it is the failure counted
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="The current password is not right.")
-    limiter.reset(email_key)
-    limiter.release((ip_key,))
+    keys.after_success(limiter)
     checked.password_hash = hashing.hash(body.new_password)
     db.commit()
     sessions.delete_user(user.id)  # whoever knew the old password is signed out
     return _start_session(request, response, checked, sessions, settings)
 
 
-@router.get("/me", response_model=MeOut)
+@router.get("/me", response_model=MeOut, responses=SIGNED_IN)
 def me(user: CurrentUser, session: CurrentSession) -> MeOut:
     """The logged-in user and the session's CSRF token."""
     return MeOut(id=user.id, email=user.email, role=user.role, csrf_token=session.csrf_token)

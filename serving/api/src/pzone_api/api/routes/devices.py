@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from pzone.db.models import Device
 from pzone_api.api.deps import CurrentUser, DbDep
+from pzone_api.api.errors import SIGNED_IN
 
-router = APIRouter(prefix="/api/devices", tags=["devices"])
+router = APIRouter(prefix="/api/devices", tags=["devices"], responses=SIGNED_IN)
 
 
 class DeviceBrief(BaseModel):

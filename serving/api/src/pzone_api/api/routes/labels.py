@@ -12,8 +12,11 @@ from pzone.db.models import Photo, PhotoLabel
 from pzone.labels import REASON_NOT_COMPUTED, SOURCE_MANUAL, SOURCE_SENSOR, effective_label, set_manual_label
 from pzone.tilt import TILT_CLASSES
 from pzone_api.api.deps import CsrfChecked, CurrentUser, DbDep, OperatorUser
+from pzone_api.api.errors import BAD_BODY, CSRF_OPERATOR, SIGNED_IN, refused
+from pzone_api.api.fields import IdInPath
 
-router = APIRouter(prefix="/api/photos", tags=["labels"])
+router = APIRouter(prefix="/api/photos", tags=["labels"], responses=SIGNED_IN)
+NOT_FOUND = refused(404, "No such stored photo, or not one of yours (operators see every photo).")
 
 # A Literal of the tilt classes, not the TiltState enum: the schema stays an inline string enum and a wrong label
 # answers 422 literal_error. mypy cannot read a Literal built at run time, so it checks a str.
@@ -94,8 +97,8 @@ def _not_found() -> HTTPException:
     return HTTPException(404, detail={"code": "not_found", "reason": "no such photo"})
 
 
-@router.get("/{photo_id}/label")
-def get_label(photo_id: str, user: CurrentUser, db: DbDep) -> LabelOut:
+@router.get("/{photo_id}/label", responses=NOT_FOUND)
+def get_label(photo_id: IdInPath, user: CurrentUser, db: DbDep) -> LabelOut:
     """A photo's measured label and its evidence (its owner or an operator; others get a 404)."""
     photo = db.get(Photo, photo_id)
     if photo is None or photo.status != "stored" or (photo.user_id != user.id and user.role != "operator"):
@@ -103,8 +106,8 @@ def get_label(photo_id: str, user: CurrentUser, db: DbDep) -> LabelOut:
     return label_out(photo_id, db.get(PhotoLabel, photo_id))
 
 
-@router.put("/{photo_id}/label", dependencies=[CsrfChecked])
-def put_label(photo_id: str, body: LabelIn, user: OperatorUser, db: DbDep) -> LabelOut:
+@router.put("/{photo_id}/label", dependencies=[CsrfChecked], responses=BAD_BODY | CSRF_OPERATOR | NOT_FOUND)
+def put_label(photo_id: IdInPath, body: LabelIn, user: OperatorUser, db: DbDep) -> LabelOut:
     """Set an operator's label of a photo (it wins over the sensor's), or clear it with null (operators only)."""
     try:
         row = set_manual_label(db, photo_id, body.label, user.id)

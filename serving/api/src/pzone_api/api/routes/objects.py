@@ -8,11 +8,35 @@ from collections.abc import Iterator
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from pzone.storage import InvalidSignature, LocalObjectStore, ObjectNotFound, ObjectTooLarge
 from pzone_api.api.deps import StoreDep
+from pzone_api.api.errors import Responses, refused
 
 router = APIRouter(prefix="/api/objects", tags=["objects"])
+
+
+class ObjectKeyConvertor(PathConvertor):
+    """Starlette's ``path``, across line breaks too (its ``.*`` stops at one): every /api/objects/ request reaches
+    these routes, which refuse a malformed key as a bad signature, instead of the web UI's fallback (404, 405)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("object_key", ObjectKeyConvertor())
+
+# The signature is in the query (method, expires, sig, and for a PUT its content type and size limit).
+SIGNED = refused(403, "The signature is missing, expired, or not for this object (bad_signature).") | refused(
+    404, "No such object, or objects are served by S3 here (not_found)."
+)
+# Photos' thumbnails and previews: not JSON.
+IMAGE: Responses = {
+    200: {
+        "description": "The object's bytes, with its stored content type.",
+        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def _local(store: object) -> LocalObjectStore:
@@ -21,7 +45,11 @@ def _local(store: object) -> LocalObjectStore:
     return store
 
 
-@router.put("/{key:path}", status_code=204)
+@router.put(
+    "/{key:object_key}",
+    status_code=204,
+    responses=SIGNED | refused(413, "Larger than the signed size limit (too_large)."),
+)
 async def put_object(key: str, request: Request, store: StoreDep) -> Response:
     """Receive the bytes of a presigned PUT; the signature fixes key, expiry, content type and size limit."""
     local = _local(store)
@@ -57,7 +85,11 @@ async def put_object(key: str, request: Request, store: StoreDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{key:path}")
+@router.get(
+    "/{key:object_key}",
+    response_class=StreamingResponse,  # no JSON 200 in the document: IMAGE declares it
+    responses=IMAGE | SIGNED,
+)
 def get_object(key: str, request: Request, store: StoreDep) -> StreamingResponse:
     """Serve an object through a presigned GET URL."""
     local = _local(store)

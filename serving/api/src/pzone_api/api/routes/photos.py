@@ -24,7 +24,11 @@ from pzone_api.api.deps import (
     StoreDep,
     require_csrf,
 )
+from pzone_api.api.errors import BAD_BODY, CSRF, INVALID_PHOTO, SIGNED_IN, Responses, refused
+from pzone_api.api.fields import NO_NUL, ClientTime, IdInPath
+from pzone_api.api.outages import RETRY_AFTER_S
 from pzone_api.intake import (
+    ACCEPTED_TYPES,
     NOT_AUTHENTICATED,
     BatchItemError,
     IntakeError,
@@ -36,17 +40,44 @@ from pzone_api.intake import (
 )
 from pzone_api.processing import Completion, complete, complete_many, enqueue_and_wait
 
-router = APIRouter(prefix="/api/photos", tags=["photos"])
+router = APIRouter(prefix="/api/photos", tags=["photos"], responses=SIGNED_IN)
+
+NOT_FOUND = refused(404, "No such photo (another user's photos are not found either).")
+# Refusals of a photo's target and declared type and size (create, and the multipart upload).
+DECLARED_REFUSALS: Responses = (
+    refused(404, "No such device (unknown_device) or zone (unknown_zone).")
+    | refused(413, "Larger than PZONE_UPLOAD_MAX_BYTES (too_large).")
+    | refused(415, "Not a JPEG, PNG or WebP (unsupported_type).")
+    | INVALID_PHOTO
+)
+# Refusals of what was uploaded, as the photo worker checks it (complete, and the multipart upload).
+UPLOAD_REFUSALS: Responses = (
+    refused(
+        409, "Nothing was uploaded (not_uploaded), or the photo was completed already (already_completed)."
+    )
+    | refused(413, "Larger than PZONE_UPLOAD_MAX_BYTES (too_large).")
+    | refused(415, "Not a JPEG, PNG or WebP (unsupported_type).")
+    | refused(
+        503,
+        "The photo could not be processed; upload it again (processing_failed). Or the photo store is away "
+        "(store_unavailable): the photo is kept and processed once it is back.",
+    )
+    | INVALID_PHOTO
+)
 
 
 class PhotoCreate(BaseModel):
-    device_id: str | None = Field(None, max_length=64, description="The device photographed.")
+    device_id: str | None = Field(None, max_length=64, pattern=NO_NUL, description="The device photographed.")
     zone_id: str | None = Field(
-        None, max_length=64, description="Or only the zone, when the device is unknown."
+        None, max_length=64, pattern=NO_NUL, description="Or only the zone, when the device is unknown."
     )
     content_type: str = Field(..., max_length=100, examples=["image/jpeg"])
-    size: int | None = Field(None, gt=0, description="Bytes the client will upload; caps the URL.")
-    taken_at: datetime | None = Field(None, description="When the photo was taken, if the client knows.")
+    size: int = Field(
+        ...,
+        gt=0,
+        description="Bytes the client will upload: the URL is for exactly this many (S3 signs the length).",
+    )
+    taken_at: ClientTime | None = Field(None, description="When the photo was taken, if the client knows.")
 
 
 class UploadInstructions(BaseModel):
@@ -107,7 +138,7 @@ class PhotoBatchCreated(BaseModel):
 
 
 class PhotoBatchComplete(BaseModel):
-    ids: list[Annotated[str, Field(max_length=64)]] = Field(
+    ids: list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] = Field(
         ..., max_length=BATCH_PARSE_MAX, description="The photos to complete, each once (1..the batch limit)."
     )
 
@@ -145,7 +176,9 @@ def _raise(exc: IntakeError) -> HTTPException:
     detail: dict[str, Any] = {"code": exc.code, "reason": exc.reason}
     if isinstance(exc, BatchItemError):
         detail["index"] = exc.index
-    return HTTPException(exc.status, detail=detail)
+    # A 503 is a moment's trouble (the store away, a worker lost): say when to try again, as every 503 does.
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    return HTTPException(exc.status, detail=detail, headers=headers)
 
 
 def _created(ticket: UploadTicket, store: ObjectStore) -> PhotoCreated:
@@ -186,7 +219,9 @@ def photo_out(
 
 # The intake routes take the session (Redis or SQL) rather than CurrentUser: the user's "exists and is active" check
 # is part of their first statement (one database round trip instead of two; 401 all the same).
-@router.post("", status_code=201, dependencies=[Depends(require_csrf)])
+@router.post(
+    "", status_code=201, dependencies=[Depends(require_csrf)], responses=BAD_BODY | CSRF | DECLARED_REFUSALS
+)
 def create_photo(
     body: PhotoCreate, session: CurrentSession, db: DbDep, store: StoreDep, settings: SettingsDep
 ) -> PhotoCreated:
@@ -208,7 +243,12 @@ def create_photo(
     return _created(ticket, store)
 
 
-@router.post("/batch", status_code=201, dependencies=[Depends(require_csrf)])
+@router.post(
+    "/batch",
+    status_code=201,
+    dependencies=[Depends(require_csrf)],
+    responses=BAD_BODY | CSRF | DECLARED_REFUSALS,  # a refusal names the photo (index)
+)
 def create_photos(
     body: PhotoBatchCreate, session: CurrentSession, db: DbDep, store: StoreDep, settings: SettingsDep
 ) -> PhotoBatchCreated:
@@ -230,7 +270,9 @@ def create_photos(
     return PhotoBatchCreated(items=[_created(ticket, store) for ticket in tickets])
 
 
-@router.post("/batch/complete", dependencies=[Depends(require_csrf)])
+@router.post(
+    "/batch/complete", dependencies=[Depends(require_csrf)], responses=BAD_BODY | CSRF | INVALID_PHOTO
+)
 async def complete_photos(
     body: PhotoBatchComplete,
     session: CurrentSession,
@@ -269,7 +311,20 @@ PROCESSING_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/upload", status_code=201, dependencies=[Depends(require_csrf)], responses=PROCESSING_RESPONSES)
+@router.post(
+    "/upload",
+    status_code=201,
+    dependencies=[Depends(require_csrf)],
+    responses=PROCESSING_RESPONSES | BAD_BODY | CSRF | DECLARED_REFUSALS | UPLOAD_REFUSALS,
+    # the file part's types (others are refused with 415), which FastAPI cannot declare
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {"encoding": {"file": {"contentType": ", ".join(ACCEPTED_TYPES)}}}
+            }
+        }
+    },
+)
 async def upload_photo(
     response: Response,
     session: CurrentSession,
@@ -278,9 +333,9 @@ async def upload_photo(
     settings: SettingsDep,
     queue: PhotoQueueDep,
     file: Annotated[UploadFile, File(description="The photo (JPEG, PNG or WebP).")],
-    device_id: Annotated[str | None, Form(max_length=64)] = None,
-    zone_id: Annotated[str | None, Form(max_length=64)] = None,
-    taken_at: Annotated[datetime | None, Form()] = None,
+    device_id: Annotated[str | None, Form(max_length=64, pattern=NO_NUL)] = None,
+    zone_id: Annotated[str | None, Form(max_length=64, pattern=NO_NUL)] = None,
+    taken_at: Annotated[ClientTime | None, Form()] = None,
 ) -> PhotoOut:
     """Upload in one multipart request (simple clients): streamed to the store, then checked like a direct upload."""
     try:
@@ -304,9 +359,13 @@ async def upload_photo(
     return await run_in_threadpool(photo_out, photo, store)
 
 
-@router.post("/{photo_id}/complete", dependencies=[Depends(require_csrf)], responses=PROCESSING_RESPONSES)
+@router.post(
+    "/{photo_id}/complete",
+    dependencies=[Depends(require_csrf)],
+    responses=PROCESSING_RESPONSES | CSRF | NOT_FOUND | UPLOAD_REFUSALS,
+)
 async def complete_photo(
-    photo_id: str,
+    photo_id: IdInPath,
     response: Response,
     session: CurrentSession,
     db: DbDep,
@@ -328,12 +387,16 @@ async def complete_photo(
     return await run_in_threadpool(photo_out, photo, store)
 
 
+# Bounds the OFFSET, which PostgreSQL holds in a bigint (a larger one is a DataError, a 500, not an empty page).
+PAGE_MAX = 1_000_000
+
+
 @router.get("")
 def list_photos(
     user: CurrentUser,
     db: DbDep,
     store: StoreDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> PhotoPage:
     """The signed-in user's photos, newest first."""
@@ -354,8 +417,8 @@ def list_photos(
     return PhotoPage(items=items, total=total, page=page, page_size=page_size)
 
 
-@router.get("/{photo_id}")
-def get_photo(photo_id: str, user: CurrentUser, db: DbDep, store: StoreDep) -> PhotoOut:
+@router.get("/{photo_id}", responses=NOT_FOUND)
+def get_photo(photo_id: IdInPath, user: CurrentUser, db: DbDep, store: StoreDep) -> PhotoOut:
     """One of the signed-in user's photos (another user's id is a 404)."""
     photo = db.get(Photo, photo_id)
     if photo is None or photo.user_id != user.id:
