@@ -47,7 +47,8 @@ if str(ROOT) not in sys.path:  # tests.support without PYTHONPATH=.
     sys.path.insert(0, str(ROOT))
 
 ZONE_ID = "bench-zone"
-SHARED_GROUP = "pzone-ingest"  # the worker's default ingest_shared_group
+# The scale-out setting of ingest_shared_group (several workers split the stream).
+SHARED_GROUP = "pzone-ingest"
 CONSUMER_SUBSCRIPTION = "pzone/#"  # the worker's SUBSCRIPTION
 SESSION_EXPIRY_S = 3600
 PUBLISH_WINDOW = 10_000  # QoS 1 messages the publisher keeps unacknowledged

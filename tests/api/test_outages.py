@@ -19,7 +19,7 @@ from pzone_api.sessions import new_token
 from tests.support.api import make_app, signup
 from tests.support.photos import PHOTO_BUCKET, add_device, photo_bytes, put_upload
 from tests.support.s3 import MotoServer, bucket_keys
-from tests.support.services import PrivateRedis, free_port
+from tests.support.services import PrivatePostgres, PrivateRedis, create_database, free_port
 
 pytestmark = pytest.mark.integration
 PASSWORD = "a long enough password"
@@ -140,3 +140,45 @@ def test_database_down_is_a_503(tmp_path: Path) -> None:
         assert_unavailable(login, "database_unavailable")
         client.cookies.set(SESSION_COOKIE, new_token())  # any plausible token: the lookup needs the database
         assert_unavailable(client.get("/api/auth/me"), "database_unavailable")
+
+
+@pytest.mark.parametrize("dies_in", ["take_lease", "process_staged"])
+def test_database_down_while_a_photo_is_processed_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dies_in: str
+) -> None:
+    """The database goes away as a photo's job starts or in its middle: nothing was committed and the photo cannot be
+    removed either, so it is kept (processing, for the housekeeping to enqueue again) and the client is told to wait,
+    not to upload it again, which would make it a second photo."""
+    from pzone.migrations import upgrade
+    from pzone_api.processing import photo_queue
+
+    server = PrivatePostgres()
+    server.init()
+    try:
+        _name, url = create_database(server.admin_url)
+        upgrade(url)
+        add_device(url)
+        data = photo_bytes()
+        app = make_app(url, tmp_path / "data")  # no Redis: the job runs inside the complete request
+        step = getattr(photo_queue, dies_in)
+
+        def database_dies_first(*args: Any, **kwargs: Any) -> Any:
+            server.stop("immediate")
+            return step(*args, **kwargs)
+
+        with TestClient(app) as client:
+            csrf = {"X-CSRF-Token": signup(client, "ana@example.com", PASSWORD)}
+            body = {"device_id": "dev-1", "content_type": "image/jpeg", "size": len(data)}
+            ticket = client.post("/api/photos", json=body, headers=csrf).json()
+            assert put_upload(client, ticket["upload"], data) in (200, 204)
+            photo_id = ticket["photo"]["id"]
+
+            monkeypatch.setattr(photo_queue, dies_in, database_dies_first)
+            answer = client.post(f"/api/photos/{photo_id}/complete", headers=csrf)
+            monkeypatch.undo()
+            assert_unavailable(answer, "database_unavailable")
+
+            server.start()
+            assert client.get(f"/api/photos/{photo_id}").json()["status"] == "processing"
+    finally:
+        server.remove()

@@ -31,6 +31,8 @@ def worker_settings(
         "ingest_metrics_port": 0,
         "ingest_batch_max_wait_ms": 50,
         "ingest_retry_max_s": 1.0,
+        # The scale-out setting, so that two workers split the stream; tests of the default pass "".
+        "ingest_shared_group": "pzone-ingest",
     }
     values.update(extra)
     return Settings(**values)
@@ -65,6 +67,7 @@ def worker_process(
         "PZONE_INGEST_METRICS_PORT": str(metrics_port),
         "PZONE_INGEST_BATCH_MAX_WAIT_MS": "50",
         "PZONE_INGEST_RETRY_MAX_S": "1",
+        "PZONE_INGEST_SHARED_GROUP": "pzone-ingest",  # two of these split the stream
         "PZONE_LOG_LEVEL": "INFO",
     }
     return subprocess.Popen(

@@ -23,7 +23,11 @@ class Settings(CoreSettings):
         "pzone-ingest-0", description="Stable per worker: the persistent session's key."
     )
     ingest_shared_group: str | None = Field(
-        "pzone-ingest", description="MQTT v5 shared-subscription group; empty for a plain subscription."
+        "",
+        description="Empty (the default): a plain subscription, which Mosquitto restores with the worker's persistent "
+        "session through a broker restart, for one worker. A group name: an MQTT v5 shared subscription that several "
+        "workers split; Mosquitto does not restore those, so a broker restart loses what arrives before the workers "
+        "subscribe again (docs/architecture.md, 'Broker restarts').",
     )
     ingest_session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
     ingest_batch_size: int = Field(5000, gt=0)

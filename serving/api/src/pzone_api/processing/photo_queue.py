@@ -32,6 +32,7 @@ from huey.consumer import Consumer
 from huey.exceptions import HueyException, TaskException
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pzone.db.models import Photo
@@ -198,7 +199,11 @@ class PhotoQueue:
     ) -> dict[str, Any] | None:
         """The job: process a staged photo; returns its outcome (a plain dict: API and worker may differ in version),
         or None, without touching the photo, when another job of the same photo holds its lease."""
-        lease = take_lease(self.engine, photo_id, self.settings.processing_lease_s)
+        try:
+            lease = take_lease(self.engine, photo_id, self.settings.processing_lease_s)
+        except SQLAlchemyError as exc:  # the database is away: the photo, untouched, is enqueued again later
+            logger.warning("photo %s waits for the database: %s", photo_id, type(exc).__name__)
+            return _outcome(photo_id, None, _DATABASE_AWAY, claim)
         if lease is None:
             logger.info("photo %s: another job holds it; this duplicate does nothing", photo_id)
             return None
@@ -229,8 +234,15 @@ class PhotoQueue:
             # Storage or database trouble: the photo cannot be finished; remove what is left of it, so that nothing
             # stays half-stored, and tell the client to upload it again.
             logger.exception("processing photo %s failed", photo_id)
-            with contextlib.suppress(Exception), Session(self.engine) as session:
-                discard_photo(session, self.store, photo_id)
+            try:
+                with Session(self.engine) as session:
+                    discard_photo(session, self.store, photo_id)
+            except Exception as exc:
+                # The database is away: the photo could not be removed, and nothing of its job was committed, so it
+                # is kept, still processing, for the housekeeping to enqueue again. "Upload it again" would make a
+                # second photo of it.
+                logger.warning("photo %s is kept for a later job: %s", photo_id, type(exc).__name__)
+                return _outcome(photo_id, None, _DATABASE_AWAY, claim)
             return _outcome(photo_id, None, _FAILED, claim)
 
 
@@ -239,6 +251,11 @@ _STORE_AWAY = IntakeError(
     503,
     "store_unavailable",
     "the photo store cannot be reached; the photo is kept and processed once it is back",
+)
+_DATABASE_AWAY = IntakeError(
+    503,
+    "database_unavailable",
+    "the database cannot be reached; the photo is kept and processed once it is back",
 )
 
 _NOT_LEASED = "not leased"  # take_lease: the photo is not processing, so there is nothing to hold
