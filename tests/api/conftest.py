@@ -55,6 +55,9 @@ def queued(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
         "PZONE_REDIS_URL": TEST_REDIS_URL,
         "PZONE_PROCESSING_QUEUE_NAME": queue_name,
         "PZONE_LOG_LEVEL": "WARNING",
+        # An API process's sessions and limits under this test's own keys (tests.support.api.app_from_env), so that
+        # sign-ups of earlier runs on the shared Redis never count against this one.
+        "PZONE_TEST_REDIS_PREFIX": prefix,
     }
     for name in (
         "PZONE_S3_BUCKET",
